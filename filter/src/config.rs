@@ -1,0 +1,236 @@
+//! Plugin configuration: parsed and checked once in `on_configure`.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What the filter does when the sidecar cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureMode {
+    /// Reject the request with 503: no budget decision, no spend.
+    FailClosed,
+    /// Let the request through uncharged and log a warning.
+    FailOpen,
+}
+
+/// Checked plugin configuration. Every default is set in [`RawConfig::default`] and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Envoy cluster of the sidecar.
+    pub sidecar_cluster: String,
+    /// `:authority` sent on callouts to the sidecar.
+    pub sidecar_authority: String,
+    /// Longest wait for a reserve answer before the failure mode applies.
+    pub sidecar_timeout: Duration,
+    /// What happens when the sidecar cannot answer.
+    pub failure_mode: FailureMode,
+    /// Request headers that carry the caller's identity, tried in order; lower case.
+    pub identity_headers: Vec<String>,
+    /// Replace the identity by its SHA-256 (lower-case hex) before it names a budget.
+    pub hash_identity: bool,
+    /// Budget charged when a request carries no identity; `None` rejects such requests with 401.
+    pub default_budget: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_request_body_bytes: usize,
+    /// Largest non-streamed response body copied to read its usage, in bytes.
+    pub max_response_body_bytes: usize,
+    /// Output tokens per choice reserved (and written into the body) when the client sets none.
+    pub default_max_output_tokens: u64,
+    /// Fewest output tokens per choice worth sending a request for when the budget is short.
+    pub min_output_tokens: u64,
+    /// How long a reservation holds without a settle.
+    pub lease_timeout: Duration,
+    /// Root-context timer that sends queued settles and resets severed streams.
+    pub tick_period: Duration,
+    /// Tokens counted for one image in a prompt (high detail, worst case of common sizes).
+    pub image_tokens: u64,
+    /// Let POST requests to endpoints the filter does not meter pass uncharged.
+    pub allow_unmetered_paths: bool,
+}
+
+/// The JSON document as written in the Envoy configuration.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+struct RawConfig {
+    sidecar_cluster: String,
+    sidecar_authority: String,
+    sidecar_timeout: String,
+    failure_mode: FailureMode,
+    identity_headers: Vec<String>,
+    hash_identity: bool,
+    default_budget: Option<String>,
+    max_request_body_bytes: usize,
+    max_response_body_bytes: usize,
+    default_max_output_tokens: u64,
+    min_output_tokens: u64,
+    lease_timeout: String,
+    tick_period: String,
+    image_tokens: u64,
+    allow_unmetered_paths: bool,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            sidecar_cluster: "spendfuse_sidecar".into(),
+            sidecar_authority: "spendfuse-sidecar".into(),
+            sidecar_timeout: "50ms".into(),
+            failure_mode: FailureMode::FailClosed,
+            identity_headers: vec!["authorization".into()],
+            hash_identity: true,
+            default_budget: None,
+            max_request_body_bytes: 16 * 1024 * 1024,
+            max_response_body_bytes: 16 * 1024 * 1024,
+            default_max_output_tokens: 4096,
+            min_output_tokens: 16,
+            lease_timeout: "15m".into(),
+            tick_period: "50ms".into(),
+            image_tokens: 1105,
+            allow_unmetered_paths: false,
+        }
+    }
+}
+
+/// Parses the plugin configuration. An empty document gives every default.
+pub fn parse(bytes: &[u8]) -> Result<Config, String> {
+    let raw: RawConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RawConfig::default()
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid plugin configuration: {e}"))?
+    };
+    let sidecar_timeout = parse_duration("sidecarTimeout", &raw.sidecar_timeout)?;
+    let lease_timeout = parse_duration("leaseTimeout", &raw.lease_timeout)?;
+    let tick_period = parse_duration("tickPeriod", &raw.tick_period)?;
+    if raw.sidecar_cluster.is_empty() {
+        return Err("sidecarCluster is empty: set it to the Envoy cluster of the sidecar".into());
+    }
+    if sidecar_timeout.is_zero() {
+        return Err("sidecarTimeout is 0: set a positive duration such as \"50ms\"".into());
+    }
+    if lease_timeout < Duration::from_secs(1) {
+        return Err(
+            "leaseTimeout is under 1s: set it above the longest request, such as \"15m\"".into(),
+        );
+    }
+    if tick_period.is_zero() || tick_period > Duration::from_secs(1) {
+        return Err("tickPeriod must be between 1ms and 1s, such as \"50ms\"".into());
+    }
+    if raw.identity_headers.is_empty() && raw.default_budget.is_none() {
+        return Err(
+            "identityHeaders is empty and defaultBudget is unset: name at least one".into(),
+        );
+    }
+    if raw.default_max_output_tokens == 0 {
+        return Err(
+            "defaultMaxOutputTokens is 0: set the output tokens to reserve, such as 4096".into(),
+        );
+    }
+    if raw.min_output_tokens == 0 || raw.min_output_tokens > raw.default_max_output_tokens {
+        return Err(format!(
+            "minOutputTokens is {}: set it between 1 and defaultMaxOutputTokens ({})",
+            raw.min_output_tokens, raw.default_max_output_tokens
+        ));
+    }
+    if raw.max_request_body_bytes == 0 {
+        return Err("maxRequestBodyBytes is 0: set a size in bytes, such as 16777216".into());
+    }
+    if matches!(&raw.default_budget, Some(name) if name.is_empty()) {
+        return Err("defaultBudget is empty: remove it or name a budget".into());
+    }
+    Ok(Config {
+        sidecar_cluster: raw.sidecar_cluster,
+        sidecar_authority: raw.sidecar_authority,
+        sidecar_timeout,
+        failure_mode: raw.failure_mode,
+        identity_headers: raw
+            .identity_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        hash_identity: raw.hash_identity,
+        default_budget: raw.default_budget,
+        max_request_body_bytes: raw.max_request_body_bytes,
+        max_response_body_bytes: raw.max_response_body_bytes,
+        default_max_output_tokens: raw.default_max_output_tokens,
+        min_output_tokens: raw.min_output_tokens,
+        lease_timeout,
+        tick_period,
+        image_tokens: raw.image_tokens,
+        allow_unmetered_paths: raw.allow_unmetered_paths,
+    })
+}
+
+/// Parses a duration such as `"50ms"`, `"2s"` or `"15m"`.
+pub fn parse_duration(field: &str, text: &str) -> Result<Duration, String> {
+    let invalid =
+        || format!("{field} is \"{text}\": write a whole number with ms, s or m, such as \"50ms\"");
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => return Err(invalid()),
+    };
+    let value: u64 = digits.parse().map_err(|_| invalid())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" => Ok(Duration::from_secs(value)),
+        "m" => value
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(invalid),
+        _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_defaults() {
+        let config = parse(b"").unwrap();
+        assert_eq!(config.sidecar_timeout, Duration::from_millis(50));
+        assert_eq!(config.failure_mode, FailureMode::FailClosed);
+        assert_eq!(config.max_request_body_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn fail_open_is_parsed() {
+        let config = parse(br#"{"failureMode": "failOpen"}"#).unwrap();
+        assert_eq!(config.failure_mode, FailureMode::FailOpen);
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let error = parse(br#"{"sidecarTimout": "50ms"}"#).unwrap_err();
+        assert!(error.contains("sidecarTimout"), "{error}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let error = parse(br#"{"sidecarTimeout": "fast"}"#).unwrap_err();
+        assert!(error.starts_with("sidecarTimeout"), "{error}");
+    }
+
+    #[test]
+    fn duration_units() {
+        assert_eq!(parse_duration("f", "20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("f", "2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("f", "15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_duration("f", "15").is_err());
+        assert!(parse_duration("f", "ms").is_err());
+        assert!(parse_duration("f", "1h").is_err());
+    }
+
+    #[test]
+    fn min_above_default_max_is_rejected() {
+        let error = parse(br#"{"minOutputTokens": 5000}"#).unwrap_err();
+        assert!(error.contains("minOutputTokens"), "{error}");
+    }
+
+    #[test]
+    fn shipped_envoy_config_parses() {
+        let yaml = include_str!("../../envoy/envoy.yaml");
+        let start = yaml.find("value: |").unwrap() + "value: |".len();
+        let end = yaml[start..].find("vm_config:").unwrap() + start;
+        parse(yaml[start..end].as_bytes()).unwrap();
+    }
+}

@@ -1,0 +1,206 @@
+//! Errors the filter answers itself, in OpenAI's error format.
+
+use spendfuse_protocol::NANO_USD_PER_USD;
+
+/// A request the filter stops before it reaches the provider, or a stream it cuts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterError {
+    /// No identity header and no default budget.
+    MissingIdentity { headers: Vec<String> },
+    /// The request body is larger than `maxRequestBodyBytes`.
+    BodyTooLarge { limit: usize },
+    /// The body is not a JSON object.
+    InvalidJson { detail: String },
+    /// A required field is absent.
+    MissingField {
+        field: &'static str,
+        expected: &'static str,
+    },
+    /// A field has the wrong type or value.
+    InvalidField {
+        field: &'static str,
+        expected: &'static str,
+    },
+    /// The endpoint is not one the filter meters, and unmetered requests are not allowed.
+    UnmeteredPath { path: String },
+    /// The sidecar could not price the request.
+    Rejected { code: String, message: String },
+    /// The budget cannot pay for the request.
+    BudgetExceeded {
+        budget: String,
+        limit_nano_usd: u64,
+        remaining_nano_usd: u64,
+        required_nano_usd: u64,
+    },
+    /// No budget of that name exists.
+    UnknownBudget { budget: String },
+    /// The sidecar did not answer in time or answered with an error.
+    SidecarUnavailable { detail: String },
+    /// The stream used up what was reserved for it.
+    AllowanceSpent { budget: String, output_tokens: u64 },
+}
+
+impl FilterError {
+    /// HTTP status of the local reply.
+    pub fn status(&self) -> u32 {
+        self.parts().0
+    }
+
+    /// Returns the JSON body `{"error": {"message", "type", "param", "code"}}`.
+    pub fn body(&self) -> String {
+        let (_, kind, code, message) = self.parts();
+        let body = serde_json::json!({
+            "error": { "message": message, "type": kind, "param": null, "code": code }
+        });
+        body.to_string()
+    }
+
+    /// Returns the SSE event that ends a severed stream.
+    pub fn sse_event(&self) -> String {
+        format!("data: {}\n\n", self.body())
+    }
+
+    fn parts(&self) -> (u32, &'static str, String, String) {
+        match self {
+            FilterError::MissingIdentity { headers } => (
+                401,
+                "invalid_request_error",
+                "missing_identity".into(),
+                format!(
+                    "No identity found in headers [{}]: send your API key.",
+                    headers.join(", ")
+                ),
+            ),
+            FilterError::BodyTooLarge { limit } => (
+                413,
+                "invalid_request_error",
+                "request_too_large".into(),
+                format!("The request body is larger than {limit} bytes: send a smaller request."),
+            ),
+            FilterError::InvalidJson { detail } => (
+                400,
+                "invalid_request_error",
+                "invalid_json".into(),
+                format!("The request body is not valid JSON ({detail}): send a JSON object."),
+            ),
+            FilterError::MissingField { field, expected } => (
+                400,
+                "invalid_request_error",
+                format!("missing_{field}"),
+                format!("The field '{field}' is missing: it must be {expected}."),
+            ),
+            FilterError::InvalidField { field, expected } => (
+                400,
+                "invalid_request_error",
+                format!("invalid_{field}"),
+                format!("The field '{field}' is invalid: it must be {expected}."),
+            ),
+            FilterError::UnmeteredPath { path } => (
+                404,
+                "invalid_request_error",
+                "unmetered_endpoint".into(),
+                format!("spendfuse does not meter POST {path}, so it does not forward it."),
+            ),
+            FilterError::Rejected { code, message } => {
+                (400, "invalid_request_error", code.clone(), message.clone())
+            }
+            FilterError::BudgetExceeded {
+                budget,
+                limit_nano_usd,
+                remaining_nano_usd,
+                required_nano_usd,
+            } => (
+                402,
+                "insufficient_quota",
+                "budget_exceeded".into(),
+                format!(
+                    "Budget {budget} cannot pay for this request: limit ${}, remaining ${}, \
+                     this request needs at least ${}. Lower max_tokens or raise the budget.",
+                    format_usd(*limit_nano_usd),
+                    format_usd(*remaining_nano_usd),
+                    format_usd(*required_nano_usd)
+                ),
+            ),
+            FilterError::UnknownBudget { budget } => (
+                402,
+                "insufficient_quota",
+                "budget_not_found".into(),
+                format!("No budget named {budget} exists: ask an administrator to create one."),
+            ),
+            FilterError::SidecarUnavailable { detail } => (
+                503,
+                "api_error",
+                "budget_service_unavailable".into(),
+                format!("The budget service is unavailable ({detail}): retry later."),
+            ),
+            FilterError::AllowanceSpent {
+                budget,
+                output_tokens,
+            } => (
+                402,
+                "insufficient_quota",
+                "budget_exceeded".into(),
+                format!(
+                    "Budget {budget} reserved {output_tokens} output tokens for this response \
+                     and they are spent: the stream was cut."
+                ),
+            ),
+        }
+    }
+}
+
+/// Formats nano-dollars as a decimal USD amount with all nine places, such as `0.000123450`.
+pub fn format_usd(nano_usd: u64) -> String {
+    format!(
+        "{}.{:09}",
+        nano_usd / NANO_USD_PER_USD,
+        nano_usd % NANO_USD_PER_USD
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usd_keeps_every_nano() {
+        assert_eq!(format_usd(1_234_567_890), "1.234567890");
+        assert_eq!(format_usd(5), "0.000000005");
+    }
+
+    #[test]
+    fn budget_exceeded_is_402() {
+        let error = FilterError::BudgetExceeded {
+            budget: "team".into(),
+            limit_nano_usd: 1,
+            remaining_nano_usd: 0,
+            required_nano_usd: 2,
+        };
+        assert_eq!(error.status(), 402);
+    }
+
+    #[test]
+    fn body_is_openai_error_shape() {
+        let error = FilterError::MissingIdentity {
+            headers: vec!["authorization".into()],
+        };
+        let body: serde_json::Value = serde_json::from_str(&error.body()).unwrap();
+        assert_eq!(body["error"]["code"], "missing_identity");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("authorization"));
+    }
+
+    #[test]
+    fn sse_event_ends_with_blank_line() {
+        let error = FilterError::AllowanceSpent {
+            budget: "b".into(),
+            output_tokens: 50,
+        };
+        let event = error.sse_event();
+        assert!(event.starts_with("data: {\"error\""));
+        assert!(event.ends_with("\n\n"));
+    }
+}

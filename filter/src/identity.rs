@@ -1,0 +1,99 @@
+//! The budget a request charges, derived from its identity headers.
+
+use sha2::{Digest, Sha256};
+
+/// Returns the budget name for the first identity header present, or `None` when none is.
+///
+/// `headers` are `(name, value)` pairs with lower-case names. A `Bearer ` prefix is removed,
+/// so `authorization: Bearer KEY` and `x-api-key: KEY` name the same budget. With `hash`, the
+/// name is the lower-case hex SHA-256 of the value, so raw keys never reach Redis or logs.
+pub fn budget_name(wanted: &[String], headers: &[(String, String)], hash: bool) -> Option<String> {
+    let value = wanted.iter().find_map(|name| {
+        headers
+            .iter()
+            .find(|(header, value)| header == name && !strip_bearer(value).is_empty())
+            .map(|(_, value)| strip_bearer(value))
+    })?;
+    if hash {
+        Some(sha256_hex(value.as_bytes()))
+    } else {
+        Some(value.to_string())
+    }
+}
+
+fn strip_bearer(value: &str) -> &str {
+    let trimmed = value.trim();
+    let scheme = trimmed.split_whitespace().next().unwrap_or_default();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        trimmed.get(scheme.len()..).unwrap_or_default().trim()
+    } else {
+        trimmed
+    }
+}
+
+/// Returns the lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn bearer_key_is_hashed() {
+        let wanted = vec!["authorization".to_string()];
+        let name = budget_name(
+            &wanted,
+            &headers(&[("authorization", "Bearer sk-test")]),
+            true,
+        );
+        assert_eq!(name.as_deref(), Some(sha256_hex(b"sk-test").as_str()));
+    }
+
+    #[test]
+    fn sha256_matches_known_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn first_present_header_wins() {
+        let wanted = vec!["x-team".to_string(), "authorization".to_string()];
+        let found = headers(&[("authorization", "Bearer k"), ("x-team", "search")]);
+        assert_eq!(
+            budget_name(&wanted, &found, false).as_deref(),
+            Some("search")
+        );
+    }
+
+    #[test]
+    fn empty_bearer_is_no_identity() {
+        let wanted = vec!["authorization".to_string()];
+        assert_eq!(
+            budget_name(&wanted, &headers(&[("authorization", "Bearer  ")]), true),
+            None
+        );
+    }
+
+    #[test]
+    fn missing_header_is_no_identity() {
+        let wanted = vec!["authorization".to_string()];
+        assert_eq!(
+            budget_name(&wanted, &headers(&[("x-other", "v")]), true),
+            None
+        );
+    }
+}

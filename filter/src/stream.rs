@@ -1,0 +1,255 @@
+//! Meters a streamed chat completion and decides what of it reaches the client.
+
+use crate::openai::{self, ChunkInfo};
+use crate::sse::{SseItem, SseParser};
+use crate::tokens::Encoding;
+use spendfuse_protocol::Usage;
+
+/// What the caller does after handing on a chunk's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep streaming.
+    Continue,
+    /// The allowance is spent: the output ends with the error event and the stream must be
+    /// reset on a later callback, so that the event reaches the client first.
+    Sever,
+}
+
+/// State of one streamed response, kept across body callbacks.
+pub struct StreamMeter {
+    parser: SseParser,
+    encoding: Encoding,
+    allowance: u64,
+    drop_usage_chunk: bool,
+    error_event: String,
+    items: Vec<SseItem>,
+    output_tokens: u64,
+    usage: Option<Usage>,
+    severed: bool,
+}
+
+impl StreamMeter {
+    /// Starts a meter that lets `allowance` output tokens (over all choices) through.
+    ///
+    /// `drop_usage_chunk` removes the provider's usage-only chunk, for clients that did not
+    /// ask for it. `error_event` is the SSE event sent in place of the output past the allowance.
+    pub fn new(
+        encoding: Encoding,
+        allowance: u64,
+        drop_usage_chunk: bool,
+        error_event: String,
+    ) -> Self {
+        StreamMeter {
+            parser: SseParser::new(crate::sse::DEFAULT_MAX_EVENT_BYTES),
+            encoding,
+            allowance,
+            drop_usage_chunk,
+            error_event,
+            items: Vec::new(),
+            output_tokens: 0,
+            usage: None,
+            severed: false,
+        }
+    }
+
+    /// Meters one body chunk and appends to `out` the bytes to hand on in its place.
+    ///
+    /// Events pass unchanged once complete; an incomplete event waits for its next chunk. After
+    /// a sever nothing more is handed on, but every output token seen is still counted.
+    pub fn process(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> Verdict {
+        let mut items = std::mem::take(&mut self.items);
+        self.parser.feed(chunk, &mut items);
+        if end_of_stream {
+            self.parser.finish(&mut items);
+        }
+        let was_severed = self.severed;
+        for item in items.drain(..) {
+            self.handle(item, out);
+        }
+        self.items = items;
+        if self.severed && !was_severed {
+            Verdict::Sever
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    fn handle(&mut self, item: SseItem, out: &mut Vec<u8>) {
+        let event = match item {
+            SseItem::Event(event) => event,
+            SseItem::Oversized(bytes) => {
+                if !self.severed {
+                    out.extend_from_slice(&bytes);
+                }
+                return;
+            }
+        };
+        let info = if event.has_data {
+            openai::read_chunk(self.encoding, &event.data)
+        } else {
+            None
+        };
+        let info = info.unwrap_or_default();
+        self.record(&info);
+        if self.severed {
+            return;
+        }
+        if self.output_tokens > self.allowance {
+            self.severed = true;
+            out.extend_from_slice(self.error_event.as_bytes());
+            return;
+        }
+        if !(self.drop_usage_chunk && info.usage_only) {
+            out.extend_from_slice(&event.raw);
+        }
+    }
+
+    fn record(&mut self, info: &ChunkInfo) {
+        self.output_tokens = self.output_tokens.saturating_add(info.output_tokens);
+        if info.usage.is_some() {
+            self.usage = info.usage;
+        }
+    }
+
+    /// Output tokens counted so far over all choices, including any seen after a sever.
+    pub fn output_tokens(&self) -> u64 {
+        self.output_tokens
+    }
+
+    /// Usage the provider reported, if it did.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// True once the allowance was passed.
+    pub fn severed(&self) -> bool {
+        self.severed
+    }
+
+    /// True when an event was too large to parse, so the count may be short.
+    pub fn unreliable(&self) -> bool {
+        self.parser.overflowed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ERROR_EVENT: &str = "data: {\"error\":{}}\n\n";
+
+    fn content_event(text: &str) -> String {
+        let chunk = serde_json::json!({"object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        format!("data: {chunk}\n\n")
+    }
+
+    fn usage_event(prompt: u64, completion: u64) -> String {
+        let chunk = serde_json::json!({"choices": [],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion}});
+        format!("data: {chunk}\n\n")
+    }
+
+    fn stream_of(words: usize) -> String {
+        let mut text: String = (0..words).map(|_| content_event(" the")).collect();
+        text.push_str(&usage_event(9, words as u64));
+        text.push_str("data: [DONE]\n\n");
+        text
+    }
+
+    fn run(meter: &mut StreamMeter, input: &[u8], split: usize) -> (Vec<u8>, Vec<Verdict>) {
+        let mut out = Vec::new();
+        let (first, second) = input.split_at(split);
+        let verdicts = vec![
+            meter.process(first, false, &mut out),
+            meter.process(second, true, &mut out),
+        ];
+        (out, verdicts)
+    }
+
+    #[test]
+    fn under_allowance_passes_unchanged() {
+        let input = stream_of(5);
+        let mut meter = StreamMeter::new(Encoding::O200kBase, 100, false, ERROR_EVENT.into());
+        let (out, _) = run(&mut meter, input.as_bytes(), 17);
+        assert_eq!(out, input.as_bytes());
+    }
+
+    #[test]
+    fn usage_chunk_is_dropped_when_asked() {
+        let input = stream_of(2);
+        let mut meter = StreamMeter::new(Encoding::O200kBase, 100, true, ERROR_EVENT.into());
+        let (out, _) = run(&mut meter, input.as_bytes(), 3);
+        let expected = format!(
+            "{}{}data: [DONE]\n\n",
+            content_event(" the"),
+            content_event(" the")
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn usage_is_read_even_when_dropped() {
+        let input = stream_of(2);
+        let mut meter = StreamMeter::new(Encoding::O200kBase, 100, true, ERROR_EVENT.into());
+        run(&mut meter, input.as_bytes(), 3);
+        assert_eq!(meter.usage().map(|u| u.completion_tokens), Some(2));
+    }
+
+    #[test]
+    fn sever_replaces_event_past_allowance() {
+        let input = stream_of(10);
+        let mut meter = StreamMeter::new(Encoding::O200kBase, 4, true, ERROR_EVENT.into());
+        let mut out = Vec::new();
+        let verdict = meter.process(input.as_bytes(), false, &mut out);
+        let expected: String =
+            (0..4).map(|_| content_event(" the")).collect::<String>() + ERROR_EVENT;
+        assert_eq!(verdict, Verdict::Sever);
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    #[test]
+    fn sever_is_reported_once() {
+        let mut meter = StreamMeter::new(Encoding::O200kBase, 1, true, ERROR_EVENT.into());
+        let mut out = Vec::new();
+        meter.process(stream_of(3).as_bytes(), false, &mut out);
+        let again = meter.process(content_event(" the").as_bytes(), false, &mut out);
+        assert_eq!(again, Verdict::Continue);
+    }
+
+    #[test]
+    fn tokens_after_sever_are_counted() {
+        let mut meter = StreamMeter::new(Encoding::O200kBase, 1, true, ERROR_EVENT.into());
+        let mut out = Vec::new();
+        meter.process(stream_of(3).as_bytes(), false, &mut out);
+        meter.process(content_event(" the").as_bytes(), false, &mut out);
+        assert_eq!(meter.output_tokens(), 4);
+    }
+
+    #[test]
+    fn exact_allowance_is_not_severed() {
+        let input = stream_of(4);
+        let mut meter = StreamMeter::new(Encoding::O200kBase, 4, false, ERROR_EVENT.into());
+        let (out, verdicts) = run(&mut meter, input.as_bytes(), 40);
+        assert!(verdicts.iter().all(|v| *v == Verdict::Continue));
+        assert_eq!(out, input.as_bytes());
+    }
+
+    #[test]
+    fn every_split_gives_same_output_and_count() {
+        let input = stream_of(6).replace("\n", "\r\n");
+        let mut whole = StreamMeter::new(Encoding::O200kBase, 3, true, ERROR_EVENT.into());
+        let mut expected = Vec::new();
+        whole.process(input.as_bytes(), true, &mut expected);
+        for split in 0..=input.len() {
+            let mut meter = StreamMeter::new(Encoding::O200kBase, 3, true, ERROR_EVENT.into());
+            let (out, _) = run(&mut meter, input.as_bytes(), split);
+            assert_eq!(out, expected, "split at {split}");
+            assert_eq!(
+                meter.output_tokens(),
+                whole.output_tokens(),
+                "split at {split}"
+            );
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Token counting with OpenAI's tokenizers (tiktoken).
+
+use serde_json::Value;
+use std::sync::OnceLock;
+use tiktoken_rs::CoreBPE;
+
+/// Tokens added to every message by the chat format.
+const TOKENS_PER_MESSAGE: u64 = 3;
+/// Tokens added when a message carries a `name`.
+const TOKENS_PER_NAME: u64 = 1;
+/// Tokens that prime the assistant's reply.
+const REPLY_PRIMING_TOKENS: u64 = 3;
+/// Tokens of an image sent with `detail: "low"`.
+const LOW_DETAIL_IMAGE_TOKENS: u64 = 85;
+
+/// The tokenizer a model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and the o-series.
+    O200kBase,
+    /// gpt-4, gpt-4-turbo and gpt-3.5.
+    Cl100kBase,
+}
+
+impl Encoding {
+    /// Returns the tokenizer of `model`; unknown models get o200k_base, the current one.
+    pub fn for_model(model: &str) -> Encoding {
+        let cl100k = ["gpt-4-", "gpt-3.5", "gpt-35"];
+        if model == "gpt-4" || cl100k.iter().any(|p| model.starts_with(p)) {
+            // gpt-4-turbo and dated gpt-4 snapshots; gpt-4o and gpt-4.1 do not match "gpt-4-".
+            Encoding::Cl100kBase
+        } else {
+            Encoding::O200kBase
+        }
+    }
+
+    fn bpe(self) -> Option<&'static CoreBPE> {
+        static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+        static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+        match self {
+            Encoding::O200kBase => O200K
+                .get_or_init(|| tiktoken_rs::o200k_base().ok())
+                .as_ref(),
+            Encoding::Cl100kBase => CL100K
+                .get_or_init(|| tiktoken_rs::cl100k_base().ok())
+                .as_ref(),
+        }
+    }
+
+    /// Builds the tokenizer now, so the first request does not wait for it.
+    pub fn warm_up(self) -> bool {
+        self.bpe().is_some()
+    }
+
+    /// Counts the tokens of `text`; text that looks like a special token counts as plain text.
+    ///
+    /// When the tokenizer could not be built, the count falls back to one token per byte, an
+    /// overestimate that keeps reservations on the safe side.
+    pub fn count(self, text: &str) -> u64 {
+        if text.is_empty() {
+            return 0;
+        }
+        match self.bpe() {
+            Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+            None => text.len() as u64,
+        }
+    }
+}
+
+/// Counts the prompt tokens of a chat request, the way OpenAI's chat format adds them up.
+///
+/// Each message costs 3 tokens plus its role, its text and, with a `name`, the name and 1 more;
+/// the reply costs 3. Images count `image_tokens` each (85 with `detail: "low"`). `tools` and
+/// other non-text parts count as the tokens of their JSON text, an estimate: the provider's
+/// usage settles the real number.
+pub fn prompt_tokens(
+    encoding: Encoding,
+    messages: &[Value],
+    tools: Option<&Value>,
+    image_tokens: u64,
+) -> u64 {
+    let mut total = REPLY_PRIMING_TOKENS;
+    for message in messages {
+        total += TOKENS_PER_MESSAGE;
+        if let Some(role) = message.get("role").and_then(Value::as_str) {
+            total += encoding.count(role);
+        }
+        if let Some(name) = message.get("name").and_then(Value::as_str) {
+            total += encoding.count(name) + TOKENS_PER_NAME;
+        }
+        if let Some(content) = message.get("content") {
+            total += content_tokens(encoding, content, image_tokens);
+        }
+        for field in ["tool_calls", "function_call"] {
+            if let Some(value) = message.get(field) {
+                total += encoding.count(&value.to_string());
+            }
+        }
+    }
+    if let Some(tools) = tools {
+        total += encoding.count(&tools.to_string());
+    }
+    total
+}
+
+fn content_tokens(encoding: Encoding, content: &Value, image_tokens: u64) -> u64 {
+    match content {
+        Value::String(text) => encoding.count(text),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| part_tokens(encoding, part, image_tokens))
+            .sum(),
+        Value::Null => 0,
+        other => encoding.count(&other.to_string()),
+    }
+}
+
+fn part_tokens(encoding: Encoding, part: &Value, image_tokens: u64) -> u64 {
+    match part.get("type").and_then(Value::as_str) {
+        Some("text") => part
+            .get("text")
+            .and_then(Value::as_str)
+            .map_or(0, |t| encoding.count(t)),
+        Some("image_url") => {
+            let detail = part.pointer("/image_url/detail").and_then(Value::as_str);
+            if detail == Some("low") {
+                LOW_DETAIL_IMAGE_TOKENS
+            } else {
+                image_tokens
+            }
+        }
+        // Audio, files and unknown parts: their JSON text, which is at least as long as
+        // any transcript the provider derives from a base64 payload.
+        _ => encoding.count(&part.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encoding_by_model() {
+        assert_eq!(Encoding::for_model("gpt-4o-mini"), Encoding::O200kBase);
+        assert_eq!(Encoding::for_model("gpt-4.1"), Encoding::O200kBase);
+        assert_eq!(Encoding::for_model("o3-mini"), Encoding::O200kBase);
+        assert_eq!(Encoding::for_model("gpt-5"), Encoding::O200kBase);
+        assert_eq!(Encoding::for_model("gpt-4"), Encoding::Cl100kBase);
+        assert_eq!(Encoding::for_model("gpt-4-turbo"), Encoding::Cl100kBase);
+        assert_eq!(Encoding::for_model("gpt-3.5-turbo"), Encoding::Cl100kBase);
+    }
+
+    #[test]
+    fn special_token_text_counts_as_text() {
+        let count = Encoding::O200kBase.count("<|endoftext|>");
+        assert!(count > 1, "counted {count}");
+    }
+
+    #[test]
+    fn hello_world_prompt() {
+        // 3 priming + (3 + "user" 1 + "Hello world" 2)
+        let messages = vec![json!({"role": "user", "content": "Hello world"})];
+        assert_eq!(prompt_tokens(Encoding::O200kBase, &messages, None, 1105), 9);
+    }
+
+    #[test]
+    fn name_adds_one_and_its_tokens() {
+        let plain = vec![json!({"role": "user", "content": "hi"})];
+        let named = vec![json!({"role": "user", "content": "hi", "name": "bob"})];
+        let base = prompt_tokens(Encoding::O200kBase, &plain, None, 0);
+        let with_name = prompt_tokens(Encoding::O200kBase, &named, None, 0);
+        assert_eq!(with_name, base + Encoding::O200kBase.count("bob") + 1);
+    }
+
+    #[test]
+    fn text_parts_equal_string_content() {
+        let string = vec![json!({"role": "user", "content": "one two"})];
+        let parts = vec![json!({"role": "user", "content": [
+            {"type": "text", "text": "one"}, {"type": "text", "text": " two"}
+        ]})];
+        assert_eq!(
+            prompt_tokens(Encoding::O200kBase, &string, None, 0),
+            prompt_tokens(Encoding::O200kBase, &parts, None, 0)
+        );
+    }
+
+    #[test]
+    fn images_count_by_detail() {
+        let message = |detail: &str| {
+            vec![json!({"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": detail}}
+            ]})]
+        };
+        let low = prompt_tokens(Encoding::O200kBase, &message("low"), None, 1000);
+        let high = prompt_tokens(Encoding::O200kBase, &message("high"), None, 1000);
+        assert_eq!(high - low, 1000 - LOW_DETAIL_IMAGE_TOKENS);
+    }
+
+    #[test]
+    fn tools_add_tokens() {
+        let messages = vec![json!({"role": "user", "content": "hi"})];
+        let tools = json!([{"type": "function", "function": {"name": "get_weather"}}]);
+        let without = prompt_tokens(Encoding::O200kBase, &messages, None, 0);
+        let with = prompt_tokens(Encoding::O200kBase, &messages, Some(&tools), 0);
+        assert!(with > without);
+    }
+}
