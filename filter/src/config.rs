@@ -231,6 +231,6 @@ mod tests {
         let yaml = include_str!("../../envoy/envoy.yaml");
         let start = yaml.find("value: |").unwrap() + "value: |".len();
         let end = yaml[start..].find("vm_config:").unwrap() + start;
-        parse(yaml[start..end].as_bytes()).unwrap();
+        parse(&yaml.as_bytes()[start..end]).unwrap();
     }
 }
