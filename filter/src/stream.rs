@@ -252,4 +252,67 @@ mod tests {
             );
         }
     }
+    /// Fixture streams of the SSE parser; the meter must count each the same however split.
+    const FIXTURES: [&[u8]; 4] = [
+        include_bytes!("../tests/fixtures/sse/openai_chat_usage.sse"),
+        include_bytes!("../tests/fixtures/sse/openai_crlf.sse"),
+        include_bytes!("../tests/fixtures/sse/utf8_content.sse"),
+        include_bytes!("../tests/fixtures/sse/openai_error.sse"),
+    ];
+
+    #[test]
+    fn fixtures_meter_the_same_at_every_split() {
+        for (index, fixture) in FIXTURES.iter().enumerate() {
+            let mut whole =
+                StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
+            let mut whole_out = Vec::new();
+            whole.process(fixture, true, &mut whole_out);
+            for split in 0..=fixture.len() {
+                let mut meter =
+                    StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
+                let (out, _) = run(&mut meter, fixture, split);
+                assert_eq!(
+                    meter.output_tokens(),
+                    whole.output_tokens(),
+                    "fixture {index} split {split}"
+                );
+                assert_eq!(
+                    meter.usage(),
+                    whole.usage(),
+                    "fixture {index} split {split}"
+                );
+                assert_eq!(out, whole_out, "fixture {index} split {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn fixtures_meter_the_same_byte_by_byte() {
+        for (index, fixture) in FIXTURES.iter().enumerate() {
+            let mut whole =
+                StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
+            whole.process(fixture, true, &mut Vec::new());
+            let mut meter =
+                StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
+            let mut out = Vec::new();
+            for byte in fixture.iter() {
+                meter.process(std::slice::from_ref(byte), false, &mut out);
+            }
+            meter.process(&[], true, &mut out);
+            assert_eq!(
+                meter.output_tokens(),
+                whole.output_tokens(),
+                "fixture {index}"
+            );
+            assert_eq!(out, *fixture, "fixture {index}");
+        }
+    }
+
+    #[test]
+    fn chat_fixture_has_tokens_and_usage() {
+        let mut meter = StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
+        meter.process(FIXTURES[0], true, &mut Vec::new());
+        assert!(meter.output_tokens() > 0);
+        assert!(meter.usage().is_some());
+    }
 }
