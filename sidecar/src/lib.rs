@@ -1,0 +1,34 @@
+//! spendfuse sidecar: reserves and charges LLM spend against dollar budgets in Redis.
+//!
+//! The Envoy filter calls `POST /v1/reserve` before it forwards a request, to hold the request's
+//! worst-case cost, and `POST /v1/settle` after the response, to charge the real usage. Each
+//! money decision is one atomic Lua script, so concurrent requests cannot overspend a budget.
+//! [`router`] builds the HTTP service, and the binary in `main.rs` serves it.
+
+pub mod admin;
+pub mod api;
+pub mod budgets;
+pub mod config;
+pub mod cost;
+pub mod error;
+pub mod money;
+pub mod pricing;
+pub mod store;
+
+pub use api::router;
+pub use error::Error;
+
+use admin::AdminToken;
+use pricing::SharedPricing;
+use store::Store;
+
+/// Shared state of every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Redis access.
+    pub store: Store,
+    /// Model prices.
+    pub pricing: SharedPricing,
+    /// Token that the admin API requires, or none to disable it.
+    pub admin_token: AdminToken,
+}

@@ -1,0 +1,193 @@
+//! spendfuse-sidecar binary: loads pricing and budgets, waits for Redis, and serves the API
+//! until SIGTERM or ctrl-c.
+
+use std::future::IntoFuture;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use clap::Parser;
+use spendfuse_sidecar::admin::AdminToken;
+use spendfuse_sidecar::config::{admin_token, Args, ADMIN_TOKEN_ENV};
+use spendfuse_sidecar::pricing::{Pricing, SharedPricing};
+use spendfuse_sidecar::store::{BudgetName, Store};
+use spendfuse_sidecar::{budgets, router, AppState};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+/// How long open connections may take to finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// First and longest pause between attempts to reach Redis at start.
+const STARTUP_RETRY_MIN: Duration = Duration::from_millis(200);
+const STARTUP_RETRY_MAX: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colored = std::io::stdout().is_terminal();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colored)
+        .init();
+    let args = Args::parse();
+
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "spendfuse-sidecar cannot run");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let (stop_sender, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "stopping");
+        // The receivers live until `run` returns, so a failed send means no receiver is left.
+        let _ = stop_sender.send(true);
+    });
+
+    let token = admin_token(
+        args.admin_token_file.as_deref(),
+        std::env::var(ADMIN_TOKEN_ENV).ok(),
+    )
+    .map_err(|error| error.to_string())?;
+    let admin_token = match token {
+        Some(token) => AdminToken::new(&token),
+        None => {
+            tracing::info!("admin API disabled: no admin token configured");
+            AdminToken::disabled()
+        }
+    };
+
+    let pricing = Pricing::load(&args.pricing)
+        .map_err(|error| format!("{error} (file {})", args.pricing.display()))?;
+    tracing::info!(
+        path = %args.pricing.display(),
+        models = pricing.models().count(),
+        aliases = pricing.alias_count(),
+        fallback = pricing.has_fallback(),
+        checked = pricing.checked(),
+        "pricing loaded"
+    );
+    let limits = match &args.budgets {
+        Some(path) => budgets::load(path).map_err(|error| error.to_string())?,
+        None => Vec::new(),
+    };
+
+    let store = Store::open(&args.redis_url).map_err(|error| error.to_string())?;
+    let started = tokio::select! {
+        result = prepare_redis(&store, &limits) => Some(result),
+        _ = stopped(stop.clone()) => None,
+    };
+    match started {
+        Some(Ok(())) => {}
+        Some(Err(error)) => return Err(error),
+        None => {
+            tracing::info!("stopped before Redis was reachable");
+            return Ok(());
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?
+        .tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
+    let state = AppState {
+        store,
+        pricing: SharedPricing::new(pricing),
+        admin_token,
+    };
+    tracing::info!(address = %args.listen, "listening");
+
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(stopped(stop.clone()))
+        .into_future();
+    let grace_over = async {
+        stopped(stop.clone()).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(|error| format!("server failed: {error}"))?,
+        () = grace_over => {
+            let grace_s = SHUTDOWN_GRACE.as_secs();
+            tracing::warn!(grace_s, "connections still open after the grace period, stopping anyway");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the scripts, retrying until Redis responds, then applies the budgets file.
+async fn prepare_redis(store: &Store, limits: &[(BudgetName, u64)]) -> Result<(), String> {
+    let mut delay = STARTUP_RETRY_MIN;
+    let hashes = loop {
+        match store.load_scripts().await {
+            Ok(hashes) => break hashes,
+            Err(error) => {
+                tracing::warn!(
+                    %error, redis = store.address(), retry_ms = delay.as_millis() as u64,
+                    "Redis not reachable; retrying"
+                );
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(STARTUP_RETRY_MAX);
+    };
+    let [reserve, settle, budget] = hashes;
+    tracing::info!(
+        redis = store.address(),
+        reserve,
+        settle,
+        budget,
+        "scripts loaded"
+    );
+
+    for (name, limit_nano) in limits {
+        store
+            .set_limit(name, *limit_nano)
+            .await
+            .map_err(|error| format!("cannot apply the limit of budget {name}: {error}"))?;
+    }
+    tracing::info!(budgets = limits.len(), "budgets loaded");
+    Ok(())
+}
+
+/// Resolves once the stop flag is set.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after it sent the stop.
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Waits for SIGTERM or ctrl-c (SIGINT) and returns the signal's name.
+async fn wait_for_signal() -> &'static str {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
+}
