@@ -87,8 +87,9 @@ echo "charged: $(usd "$spent")"
 
 echo
 echo "== 2. a streamed request with no max_tokens, when the budget has room for about 40 tokens"
-# Leave the budget what 40 output tokens of gpt-4o cost (10 nano-dollars each) plus the prompt.
-limit=$((spent + 520))
+# Leave the budget what the prompt and 40 output tokens of gpt-4o cost ($10 per million
+# output tokens is 10,000 nano-dollars a token).
+limit=$((spent + 440000))
 curl -fs -X PUT -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
   -d "{\"limit_usd\": \"$(python3 -c "print(f'{$limit/1e9:.9f}')")\"}" \
   "http://$SIDECAR/admin/budgets/$BUDGET" >/dev/null
