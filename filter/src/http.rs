@@ -329,19 +329,14 @@ impl Http {
 
 impl Forwarded {
     fn reserved_usage(&self) -> Usage {
-        Usage {
-            prompt_tokens: self.prompt_tokens,
-            cached_prompt_tokens: 0,
-            completion_tokens: self.grant.output_tokens.saturating_mul(self.choices),
-        }
+        Usage::text(
+            self.prompt_tokens,
+            self.grant.output_tokens.saturating_mul(self.choices),
+        )
     }
 
     fn metered_usage(&self, output_tokens: u64) -> Usage {
-        Usage {
-            prompt_tokens: self.prompt_tokens,
-            cached_prompt_tokens: 0,
-            completion_tokens: output_tokens,
-        }
+        Usage::text(self.prompt_tokens, output_tokens)
     }
 
     /// Returns what to charge and where it comes from.

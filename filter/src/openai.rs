@@ -208,6 +208,7 @@ impl From<UsageJson> for Usage {
             prompt_tokens: usage.prompt_tokens,
             cached_prompt_tokens: cached.min(usage.prompt_tokens),
             completion_tokens: usage.completion_tokens,
+            ..Usage::default()
         }
     }
 }

@@ -115,16 +115,47 @@ pub enum UsageSource {
     Metered,
 }
 
-/// Token counts of one finished request.
+/// Token counts of one finished request, normalised from each provider's usage report.
+///
+/// `prompt_tokens` counts every input token, and the `*_prompt_tokens` / `cache_write_*` fields
+/// are parts of it; `completion_tokens` counts every output token, reasoning and audio included.
+/// So the text input billed at the plain input price is `prompt_tokens` minus the other input
+/// fields, and the text output is `completion_tokens - audio_completion_tokens`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Prompt tokens, including cached ones.
+    /// Input tokens, including cache reads, cache writes and audio.
     pub prompt_tokens: u64,
-    /// Prompt tokens served from the provider's cache; a subset of `prompt_tokens`.
+    /// Input tokens read from the provider's prompt cache.
     #[serde(default)]
     pub cached_prompt_tokens: u64,
-    /// Output tokens over all choices, including reasoning tokens.
+    /// Input tokens written to a prompt cache that lives 5 minutes (Anthropic).
+    #[serde(default)]
+    pub cache_write_5m_tokens: u64,
+    /// Input tokens written to a prompt cache that lives 1 hour (Anthropic).
+    #[serde(default)]
+    pub cache_write_1h_tokens: u64,
+    /// Input audio tokens.
+    #[serde(default)]
+    pub audio_prompt_tokens: u64,
+    /// Output tokens over all choices, including reasoning and audio tokens.
     pub completion_tokens: u64,
+    /// Reasoning (thinking) tokens; part of `completion_tokens`, billed as output.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    /// Output audio tokens; part of `completion_tokens`.
+    #[serde(default)]
+    pub audio_completion_tokens: u64,
+}
+
+impl Usage {
+    /// Returns a usage of plain text tokens only.
+    pub fn text(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            ..Usage::default()
+        }
+    }
 }
 
 /// How a request ended.
@@ -204,11 +235,7 @@ mod tests {
             reservation_id: "r1".into(),
             budget: "team".into(),
             model: "gpt-4o".into(),
-            usage: Usage {
-                prompt_tokens: 3,
-                cached_prompt_tokens: 0,
-                completion_tokens: 4,
-            },
+            usage: Usage::text(3, 4),
             source: UsageSource::Metered,
             ending: Ending::ClientDisconnected,
         };

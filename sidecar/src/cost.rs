@@ -247,6 +247,7 @@ mod tests {
             prompt_tokens: 1_000,
             cached_prompt_tokens: 400,
             completion_tokens: 10,
+            ..Usage::default()
         };
         // 600 * 2.5 + 400 * 1.25 + 10 * 10 micro-dollars = 2_100 micro = 2_100_000 nano.
         assert_eq!(settle_cost(&GPT_4O, &usage), Ok(2_100_000));
@@ -265,6 +266,7 @@ mod tests {
             prompt_tokens: 1,
             cached_prompt_tokens: 0,
             completion_tokens: 1,
+            ..Usage::default()
         };
         assert_eq!(settle_cost(&price, &usage), Ok(3));
     }
@@ -280,6 +282,7 @@ mod tests {
             prompt_tokens: 1,
             cached_prompt_tokens: 0,
             completion_tokens: 0,
+            ..Usage::default()
         };
         assert_eq!(settle_cost(&price, &usage), Ok(1));
     }
@@ -290,6 +293,7 @@ mod tests {
             prompt_tokens: 1,
             cached_prompt_tokens: 2,
             completion_tokens: 0,
+            ..Usage::default()
         };
         assert!(matches!(
             settle_cost(&GPT_4O, &usage),
@@ -303,6 +307,7 @@ mod tests {
             prompt_tokens: 0,
             cached_prompt_tokens: 0,
             completion_tokens: MAX_NANO_USD,
+            ..Usage::default()
         };
         assert!(matches!(
             settle_cost(&GPT_4O, &usage),

@@ -298,6 +298,7 @@ pub fn settle_request(
             prompt_tokens: prompt,
             cached_prompt_tokens: cached,
             completion_tokens: completion,
+            ..Usage::default()
         },
         source: UsageSource::Provider,
         ending: Ending::Completed,
