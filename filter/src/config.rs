@@ -1,6 +1,7 @@
 //! Plugin configuration: parsed and checked once in `on_configure`.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What the filter does when the sidecar cannot answer in time.
@@ -26,6 +27,8 @@ pub struct Config {
     pub failure_mode: FailureMode,
     /// Request headers that carry the caller's identity, tried in order; lower case.
     pub identity_headers: Vec<String>,
+    /// Query parameters that carry the identity (Gemini's `key`), tried after the headers.
+    pub identity_query_parameters: Vec<String>,
     /// Replace the identity by its SHA-256 (lower-case hex) before it names a budget.
     pub hash_identity: bool,
     /// Budget charged when a request carries no identity; `None` rejects such requests with 401.
@@ -46,6 +49,11 @@ pub struct Config {
     pub image_tokens: u64,
     /// Let POST requests to endpoints the filter does not meter pass uncharged.
     pub allow_unmetered_paths: bool,
+    /// Percent added to prompt estimates for Anthropic and Gemini, whose tokenizers differ
+    /// from tiktoken.
+    pub estimate_margin_percent: u64,
+    /// Azure deployment name to the model name the pricing file lists.
+    pub azure_deployments: BTreeMap<String, String>,
 }
 
 /// The JSON document as written in the Envoy configuration.
@@ -57,6 +65,7 @@ struct RawConfig {
     sidecar_timeout: String,
     failure_mode: FailureMode,
     identity_headers: Vec<String>,
+    identity_query_parameters: Vec<String>,
     hash_identity: bool,
     default_budget: Option<String>,
     max_request_body_bytes: usize,
@@ -67,6 +76,8 @@ struct RawConfig {
     tick_period: String,
     image_tokens: u64,
     allow_unmetered_paths: bool,
+    estimate_margin_percent: u64,
+    azure_deployments: BTreeMap<String, String>,
 }
 
 impl Default for RawConfig {
@@ -76,7 +87,13 @@ impl Default for RawConfig {
             sidecar_authority: "spendfuse-sidecar".into(),
             sidecar_timeout: "50ms".into(),
             failure_mode: FailureMode::FailClosed,
-            identity_headers: vec!["authorization".into()],
+            identity_headers: vec![
+                "authorization".into(),
+                "x-api-key".into(),
+                "api-key".into(),
+                "x-goog-api-key".into(),
+            ],
+            identity_query_parameters: vec!["key".into()],
             hash_identity: true,
             default_budget: None,
             max_request_body_bytes: 16 * 1024 * 1024,
@@ -87,6 +104,8 @@ impl Default for RawConfig {
             tick_period: "50ms".into(),
             image_tokens: 1105,
             allow_unmetered_paths: false,
+            estimate_margin_percent: 25,
+            azure_deployments: BTreeMap::new(),
         }
     }
 }
@@ -147,6 +166,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, String> {
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        identity_query_parameters: raw.identity_query_parameters,
         hash_identity: raw.hash_identity,
         default_budget: raw.default_budget,
         max_request_body_bytes: raw.max_request_body_bytes,
@@ -157,6 +177,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, String> {
         tick_period,
         image_tokens: raw.image_tokens,
         allow_unmetered_paths: raw.allow_unmetered_paths,
+        estimate_margin_percent: raw.estimate_margin_percent,
+        azure_deployments: raw.azure_deployments,
     })
 }
 

@@ -23,6 +23,8 @@ pub enum FilterError {
     },
     /// The endpoint is not one the filter meters, and unmetered requests are not allowed.
     UnmeteredPath { path: String },
+    /// An Azure deployment that `azureDeployments` does not map to a model.
+    UnknownDeployment { deployment: String },
     /// The sidecar could not price the request.
     Rejected { code: String, message: String },
     /// The budget cannot pay for the request.
@@ -46,18 +48,19 @@ impl FilterError {
         self.parts().0
     }
 
-    /// Returns the JSON body `{"error": {"message", "type", "param", "code"}}`.
-    pub fn body(&self) -> String {
-        let (_, kind, code, message) = self.parts();
-        let body = serde_json::json!({
-            "error": { "message": message, "type": kind, "param": null, "code": code }
-        });
-        body.to_string()
+    /// OpenAI's error `type`, such as `insufficient_quota`.
+    pub fn openai_type(&self) -> &'static str {
+        self.parts().1
     }
 
-    /// Returns the SSE event that ends a severed stream.
-    pub fn sse_event(&self) -> String {
-        format!("data: {}\n\n", self.body())
+    /// Stable machine-readable code, such as `budget_exceeded`.
+    pub fn code(&self) -> String {
+        self.parts().2
+    }
+
+    /// Sentence for the client that names the value and the fix.
+    pub fn message(&self) -> String {
+        self.parts().3
     }
 
     fn parts(&self) -> (u32, &'static str, String, String) {
@@ -100,6 +103,15 @@ impl FilterError {
                 "invalid_request_error",
                 "unmetered_endpoint".into(),
                 format!("spendfuse does not meter POST {path}, so it does not forward it."),
+            ),
+            FilterError::UnknownDeployment { deployment } => (
+                400,
+                "invalid_request_error",
+                "unknown_model".into(),
+                format!(
+                    "The deployment '{deployment}' has no model in azureDeployments: \
+                     add it to the spendfuse filter configuration."
+                ),
             ),
             FilterError::Rejected { code, message } => {
                 (400, "invalid_request_error", code.clone(), message.clone())
@@ -180,27 +192,11 @@ mod tests {
     }
 
     #[test]
-    fn body_is_openai_error_shape() {
+    fn missing_identity_names_headers() {
         let error = FilterError::MissingIdentity {
             headers: vec!["authorization".into()],
         };
-        let body: serde_json::Value = serde_json::from_str(&error.body()).unwrap();
-        assert_eq!(body["error"]["code"], "missing_identity");
-        assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert!(body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("authorization"));
-    }
-
-    #[test]
-    fn sse_event_ends_with_blank_line() {
-        let error = FilterError::AllowanceSpent {
-            budget: "b".into(),
-            output_tokens: 50,
-        };
-        let event = error.sse_event();
-        assert!(event.starts_with("data: {\"error\""));
-        assert!(event.ends_with("\n\n"));
+        assert_eq!(error.code(), "missing_identity");
+        assert!(error.message().contains("authorization"));
     }
 }

@@ -3,7 +3,6 @@
 //! The SDK's trait helpers unwrap host errors, which would kill the VM for every later request
 //! on the worker. These wrappers log the error at debug and return an empty value instead.
 
-use crate::error::FilterError;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -49,13 +48,11 @@ pub fn replace_buffer(buffer: BufferType, size: usize, bytes: &[u8]) {
     }
 }
 
-/// Answers the client with `error` as JSON; the request goes no further.
-pub fn send_error(error: &FilterError) {
+/// Answers the client with a JSON error `body`; the request goes no further.
+pub fn send_error(status: u32, body: &str) {
     let headers = vec![("content-type", "application/json")];
-    if let Err(status) =
-        hostcalls::send_http_response(error.status(), headers, Some(error.body().as_bytes()))
-    {
-        log::warn!("sending the local reply failed: {status:?}");
+    if let Err(error) = hostcalls::send_http_response(status, headers, Some(body.as_bytes())) {
+        log::warn!("sending the local reply failed: {error:?}");
     }
 }
 

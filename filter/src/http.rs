@@ -1,19 +1,18 @@
 //! HTTP context: one per request, from identity and reserve to metering and settle.
 
+use crate::api::{self, Api, Route};
 use crate::config::{Config, FailureMode};
 use crate::error::FilterError;
 use crate::host;
 use crate::identity;
-use crate::openai::{self, ChatRequest};
+use crate::request::{LlmRequest, ParseOptions};
 use crate::root::Shared;
+use crate::settle::{self, Forwarded, Response};
 use crate::stream::{StreamMeter, Verdict};
-use crate::tokens::Encoding;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
-use spendfuse_protocol::{
-    Ending, Grant, ReserveRequest, ReserveResponse, SettleRequest, Usage, UsageSource, RESERVE_PATH,
-};
+use spendfuse_protocol::{ReserveRequest, ReserveResponse, RESERVE_PATH};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -26,13 +25,13 @@ enum Phase {
     Start,
     /// Not metered: passes unchanged.
     PassThrough,
-    /// A chat request whose body is being buffered.
-    Buffering { budget: String },
+    /// A metered request whose body is being buffered.
+    Buffering { route: Route, budget: String },
     /// The reserve call `token` is in flight.
     Reserving {
         token: u32,
         budget: String,
-        request: ChatRequest,
+        request: LlmRequest,
         body_size: usize,
     },
     /// Forwarded under a reservation.
@@ -41,41 +40,14 @@ enum Phase {
     Answered,
 }
 
-/// A request forwarded under a reservation, and what its response has shown so far.
-struct Forwarded {
-    grant: Grant,
-    budget: String,
-    model: String,
-    encoding: Encoding,
-    prompt_tokens: u64,
-    choices: u64,
-    stream: bool,
-    drop_usage_chunk: bool,
-    lowered: bool,
-    response: Response,
-    complete: bool,
-}
-
-/// The response of a forwarded request.
-enum Response {
-    /// No response headers yet.
-    Waiting,
-    /// An error status from the provider (or from Envoy in its place).
-    UpstreamError,
-    /// An encoding the meter cannot read: settle at the reservation.
-    Unreadable,
-    /// A streamed response being metered.
-    Stream(StreamMeter),
-    /// A JSON response, copied as it passes to read its usage at the end.
-    Json { copy: Vec<u8>, overflow: bool },
-}
-
 /// The filter's context for one HTTP request.
 pub struct Http {
     id: u32,
     config: Option<Rc<Config>>,
     shared: Rc<RefCell<Shared>>,
     phase: Phase,
+    /// API whose error format local replies use; OpenAI's until the path tells otherwise.
+    api: Api,
 }
 
 impl Http {
@@ -86,6 +58,7 @@ impl Http {
             config,
             shared,
             phase: Phase::Start,
+            api: Api::OpenAiChat,
         }
     }
 
@@ -94,37 +67,41 @@ impl Http {
             "#{} answered {} ({})",
             self.id,
             error.status(),
-            first_word(&error)
+            error.code()
         );
-        host::send_error(&error);
+        host::send_error(error.status(), &self.api.error_body(&error));
         self.phase = Phase::Answered;
         Action::Pause
     }
 
     fn start_request(&mut self, config: &Config, end_of_stream: bool) -> Action {
         let method = host::header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
-        let path = host::header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
-        let path = path.split('?').next().unwrap_or_default().to_string();
+        let full_path = host::header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
+        let path = full_path.split('?').next().unwrap_or_default();
         if method != "POST" {
             self.phase = Phase::PassThrough;
             return Action::Continue;
         }
-        if !path.ends_with("/chat/completions") {
+        let Some(route) = api::route(path) else {
             if config.allow_unmetered_paths {
                 log::debug!("#{} POST {path} passes unmetered", self.id);
                 self.phase = Phase::PassThrough;
                 return Action::Continue;
             }
-            return self.answer(FilterError::UnmeteredPath { path });
-        }
-        let headers = host::headers(MapType::HttpRequestHeaders);
-        let budget =
-            identity::budget_name(&config.identity_headers, &headers, config.hash_identity)
-                .or_else(|| config.default_budget.clone());
-        let Some(budget) = budget else {
-            return self.answer(FilterError::MissingIdentity {
-                headers: config.identity_headers.clone(),
+            return self.answer(FilterError::UnmeteredPath {
+                path: path.to_string(),
             });
+        };
+        self.api = route.api;
+        let Some(budget) = budget_of(config, &full_path) else {
+            let mut names = config.identity_headers.clone();
+            names.extend(
+                config
+                    .identity_query_parameters
+                    .iter()
+                    .map(|p| format!("?{p}=")),
+            );
+            return self.answer(FilterError::MissingIdentity { headers: names });
         };
         let declared_size = host::header(MapType::HttpRequestHeaders, "content-length")
             .and_then(|v| v.parse::<usize>().ok());
@@ -141,19 +118,34 @@ impl Http {
         // The meter reads responses as plain text, and the body may be rewritten.
         host::set_header(MapType::HttpRequestHeaders, "accept-encoding", None);
         host::set_header(MapType::HttpRequestHeaders, "content-length", None);
-        self.phase = Phase::Buffering { budget };
+        self.phase = Phase::Buffering { route, budget };
         Action::Pause
     }
 
-    fn reserve(&mut self, config: &Config, budget: String, body_size: usize) -> Action {
+    fn reserve(
+        &mut self,
+        config: &Config,
+        route: Route,
+        budget: String,
+        body_size: usize,
+    ) -> Action {
         let body = host::buffer(BufferType::HttpRequestBody, body_size);
-        let request = match ChatRequest::parse(&body, config.image_tokens) {
+        let options = ParseOptions {
+            image_tokens: config.image_tokens,
+            estimate_margin_percent: config.estimate_margin_percent,
+            azure_deployments: config.azure_deployments.clone(),
+        };
+        let request = match LlmRequest::parse(&route, &body, &options) {
             Ok(request) => request,
             Err(error) => return self.answer(error),
         };
-        let max_output_tokens = request
-            .max_output_tokens
-            .unwrap_or(config.default_max_output_tokens);
+        let max_output_tokens = if request.has_output() {
+            request
+                .max_output_tokens
+                .unwrap_or(config.default_max_output_tokens)
+        } else {
+            0
+        };
         let reserve = ReserveRequest {
             budget: budget.clone(),
             model: request.model.clone(),
@@ -265,8 +257,10 @@ impl Http {
         let requested = request
             .max_output_tokens
             .unwrap_or(config.default_max_output_tokens);
-        let body = request.forwarded_body(grant.output_tokens);
-        host::replace_buffer(BufferType::HttpRequestBody, body_size, &body);
+        if request.has_output() {
+            let body = request.forwarded_body(grant.output_tokens);
+            host::replace_buffer(BufferType::HttpRequestBody, body_size, &body);
+        }
         log::debug!(
             "#{} reservation {} granted {} output tokens per choice",
             self.id,
@@ -274,32 +268,18 @@ impl Http {
             grant.output_tokens
         );
         self.phase = Phase::Forwarded(Box::new(Forwarded {
-            lowered: grant.output_tokens < requested,
+            lowered: request.has_output() && grant.output_tokens < requested,
             budget,
-            model: request.model,
-            encoding: request.encoding,
-            prompt_tokens: request.prompt_tokens,
-            choices: request.choices,
-            stream: request.stream,
-            drop_usage_chunk: request.stream && !request.client_wants_usage,
+            grant,
+            request,
             response: Response::Waiting,
             complete: false,
-            grant,
         }));
         resume_request(self.id);
     }
 
     fn queue_settle(&mut self, forwarded: &Forwarded) {
-        let (usage, source) = forwarded.usage();
-        let ending = forwarded.ending();
-        let settle = SettleRequest {
-            reservation_id: forwarded.grant.reservation_id.clone(),
-            budget: forwarded.budget.clone(),
-            model: forwarded.model.clone(),
-            usage,
-            source,
-            ending,
-        };
+        let settle = forwarded.settle_request();
         let Ok(body) = serde_json::to_vec(&settle) else {
             log::error!(
                 "#{} encoding the settle failed; the lease releases the hold",
@@ -308,13 +288,16 @@ impl Http {
             return;
         };
         log::debug!(
-            "#{} settling {} ({ending:?}, {source:?}): {} prompt, {} output tokens",
+            "#{} settling {} ({:?}, {:?}): {} prompt, {} output tokens",
             self.id,
             settle.reservation_id,
-            usage.prompt_tokens,
-            usage.completion_tokens
+            settle.ending,
+            settle.source,
+            settle.usage.prompt_tokens,
+            settle.usage.completion_tokens
         );
         let mut shared = self.shared.borrow_mut();
+        shared.metrics.record_settle(forwarded);
         if let Some(dropped) = shared
             .settles
             .push(settle.reservation_id, body, host::now_ms())
@@ -325,77 +308,73 @@ impl Http {
             );
         }
     }
-}
 
-impl Forwarded {
-    fn reserved_usage(&self) -> Usage {
-        Usage::text(
-            self.prompt_tokens,
-            self.grant.output_tokens.saturating_mul(self.choices),
-        )
-    }
-
-    fn metered_usage(&self, output_tokens: u64) -> Usage {
-        Usage::text(self.prompt_tokens, output_tokens)
-    }
-
-    /// Returns what to charge and where it comes from.
-    fn usage(&self) -> (Usage, UsageSource) {
-        match &self.response {
-            Response::Waiting => (self.metered_usage(0), UsageSource::Metered),
-            Response::UpstreamError => (Usage::default(), UsageSource::Provider),
-            Response::Unreadable => (self.reserved_usage(), UsageSource::Metered),
-            Response::Stream(meter) => match meter.usage() {
-                _ if meter.unreliable() => (self.reserved_usage(), UsageSource::Metered),
-                Some(usage) if !meter.severed() => (usage, UsageSource::Provider),
-                _ => (
-                    self.metered_usage(meter.output_tokens()),
-                    UsageSource::Metered,
-                ),
-            },
-            Response::Json { copy, overflow } => {
-                let info = if *overflow || !self.complete {
-                    None
-                } else {
-                    std::str::from_utf8(copy)
-                        .ok()
-                        .and_then(|text| openai::read_chunk(self.encoding, text))
-                };
-                match info {
-                    Some(info) => match info.usage {
-                        Some(usage) => (usage, UsageSource::Provider),
-                        None => (self.metered_usage(info.output_tokens), UsageSource::Metered),
-                    },
-                    // The provider generates a whole non-streamed answer even when the client
-                    // leaves, and bills it, so an unread answer is charged at its reservation.
-                    None => (self.reserved_usage(), UsageSource::Metered),
-                }
+    fn meter_stream(&mut self, body_size: usize, end_of_stream: bool) {
+        let id = self.id;
+        let Phase::Forwarded(forwarded) = &mut self.phase else {
+            return;
+        };
+        let api = forwarded.request.api;
+        let error = FilterError::AllowanceSpent {
+            budget: forwarded.budget.clone(),
+            output_tokens: forwarded.allowance(),
+        };
+        let Response::Stream(meter) = &mut forwarded.response else {
+            return;
+        };
+        let chunk = host::buffer(BufferType::HttpResponseBody, body_size);
+        let error_event = |tracker: &crate::usage::UsageTracker| {
+            api.error_event(&error, tracker.next_sequence_number())
+        };
+        if meter.severed() {
+            // The error event went out on an earlier callback, so a reset now reaches the
+            // client after it and closes the provider's connection.
+            meter.process(&chunk, end_of_stream, &mut Vec::new(), error_event);
+            host::replace_buffer(BufferType::HttpResponseBody, body_size, &[]);
+            self.shared.borrow_mut().resets.remove(&id);
+            if let Err(status) = hostcalls::reset_http_response() {
+                log::debug!("#{id} reset failed: {status:?}");
+            }
+            return;
+        }
+        let mut out = Vec::with_capacity(chunk.len());
+        let verdict = meter.process(&chunk, end_of_stream, &mut out, error_event);
+        if out != chunk {
+            host::replace_buffer(BufferType::HttpResponseBody, body_size, &out);
+        }
+        if verdict == Verdict::Sever {
+            log::debug!(
+                "#{id} allowance of {} output tokens spent: severing",
+                forwarded.allowance()
+            );
+            let mut shared = self.shared.borrow_mut();
+            shared.metrics.record_sever();
+            if !end_of_stream {
+                shared.resets.insert(id);
             }
         }
     }
+}
 
-    fn ending(&self) -> Ending {
-        match &self.response {
-            Response::UpstreamError => Ending::UpstreamError,
-            Response::Stream(meter) if meter.severed() => Ending::Severed,
-            _ if self.complete => Ending::Completed,
-            _ => Ending::ClientDisconnected,
-        }
-    }
+/// Returns the budget a request charges: from its identity headers, then its query
+/// parameters, then the configured default.
+fn budget_of(config: &Config, full_path: &str) -> Option<String> {
+    let headers = host::headers(MapType::HttpRequestHeaders);
+    identity::budget_name(&config.identity_headers, &headers, config.hash_identity)
+        .or_else(|| {
+            config
+                .identity_query_parameters
+                .iter()
+                .find_map(|name| identity::query_parameter(full_path, name))
+                .map(|value| identity::budget_for_value(value, config.hash_identity))
+        })
+        .or_else(|| config.default_budget.clone())
 }
 
 fn resume_request(id: u32) {
     if let Err(status) = hostcalls::resume_http_request() {
         log::debug!("#{id} resuming the request failed: {status:?}");
     }
-}
-
-fn first_word(error: &FilterError) -> String {
-    let body: serde_json::Value = serde_json::from_str(&error.body()).unwrap_or_default();
-    body.pointer("/error/code")
-        .and_then(|c| c.as_str())
-        .unwrap_or_default()
-        .to_string()
 }
 
 impl Context for Http {
@@ -417,15 +396,14 @@ impl Context for Http {
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let Some(config) = self.config.clone() else {
-            return self.answer(FilterError::SidecarUnavailable {
-                detail: "spendfuse is not configured".into(),
-            });
+            let detail = "spendfuse is not configured".to_string();
+            return self.answer(FilterError::SidecarUnavailable { detail });
         };
         self.start_request(&config, end_of_stream)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Phase::Buffering { budget } = &self.phase else {
+        let Phase::Buffering { .. } = &self.phase else {
             return match self.phase {
                 Phase::Reserving { .. } | Phase::Answered => Action::Pause,
                 _ => Action::Continue,
@@ -442,8 +420,12 @@ impl HttpContext for Http {
         if !end_of_stream {
             return Action::Pause;
         }
-        let budget = budget.clone();
-        self.reserve(&config, budget, body_size)
+        let Phase::Buffering { route, budget } =
+            std::mem::replace(&mut self.phase, Phase::Answered)
+        else {
+            return Action::Pause;
+        };
+        self.reserve(&config, route, budget, body_size)
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
@@ -460,6 +442,7 @@ impl HttpContext for Http {
         let encoding = host::header(MapType::HttpResponseHeaders, "content-encoding");
         let content_type =
             host::header(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
+        let request = &forwarded.request;
         forwarded.response = if !(200..300).contains(&status) {
             Response::UpstreamError
         } else if encoding.is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
@@ -470,34 +453,21 @@ impl HttpContext for Http {
             Response::Unreadable
         } else if content_type.starts_with("text/event-stream") {
             host::set_header(MapType::HttpResponseHeaders, "content-length", None);
-            let allowance = forwarded
-                .grant
-                .output_tokens
-                .saturating_mul(forwarded.choices);
-            let error = FilterError::AllowanceSpent {
-                budget: forwarded.budget.clone(),
-                output_tokens: allowance,
-            };
-            Response::Stream(StreamMeter::new(
-                forwarded.encoding,
-                allowance,
-                forwarded.drop_usage_chunk,
-                error.sse_event(),
-            ))
+            let drop_usage = request.stream && !request.client_wants_usage;
+            let meter = StreamMeter::new(
+                request.api,
+                request.encoding,
+                forwarded.allowance(),
+                drop_usage,
+            );
+            Response::Stream(Box::new(meter))
         } else {
-            if forwarded.stream {
-                log::debug!("#{} streamed request answered with {content_type}", self.id);
-            }
-            Response::Json {
-                copy: Vec::new(),
-                overflow: false,
-            }
+            Response::Json(settle::JsonCopy::default())
         };
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let id = self.id;
         let max_copy = self
             .config
             .as_ref()
@@ -507,44 +477,10 @@ impl HttpContext for Http {
         };
         forwarded.complete |= end_of_stream;
         match &mut forwarded.response {
-            Response::Stream(meter) => {
+            Response::Stream(_) => self.meter_stream(body_size, end_of_stream),
+            Response::Json(copy) => {
                 let chunk = host::buffer(BufferType::HttpResponseBody, body_size);
-                if meter.severed() {
-                    // The error event went out on an earlier callback, so a reset now reaches
-                    // the client after it and closes the provider's connection.
-                    let mut ignored = Vec::new();
-                    meter.process(&chunk, end_of_stream, &mut ignored);
-                    host::replace_buffer(BufferType::HttpResponseBody, body_size, &[]);
-                    self.shared.borrow_mut().resets.remove(&id);
-                    if let Err(status) = hostcalls::reset_http_response() {
-                        log::debug!("#{id} reset failed: {status:?}");
-                    }
-                    return Action::Continue;
-                }
-                let mut out = Vec::with_capacity(chunk.len());
-                let verdict = meter.process(&chunk, end_of_stream, &mut out);
-                if out != chunk {
-                    host::replace_buffer(BufferType::HttpResponseBody, body_size, &out);
-                }
-                if verdict == Verdict::Sever {
-                    log::debug!(
-                        "#{id} allowance of {} output tokens spent: severing",
-                        meter.output_tokens()
-                    );
-                    if !end_of_stream {
-                        self.shared.borrow_mut().resets.insert(id);
-                    }
-                }
-            }
-            Response::Json { copy, overflow } => {
-                if !*overflow {
-                    if copy.len().saturating_add(body_size) > max_copy {
-                        *overflow = true;
-                        copy.clear();
-                    } else {
-                        copy.extend(host::buffer(BufferType::HttpResponseBody, body_size));
-                    }
-                }
+                copy.push(&chunk, max_copy);
             }
             Response::Waiting | Response::UpstreamError | Response::Unreadable => {}
         }

@@ -2,6 +2,26 @@
 
 use sha2::{Digest, Sha256};
 
+/// Returns the value of query parameter `name` in `path`, or `None` when it is absent or empty.
+pub fn query_parameter<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| match pair.split_once('=') {
+            Some((key, value)) if key == name && !value.is_empty() => Some(value),
+            _ => None,
+        })
+}
+
+/// Returns the budget name for an identity value, hashed when `hash` is set.
+pub fn budget_for_value(value: &str, hash: bool) -> String {
+    if hash {
+        sha256_hex(value.as_bytes())
+    } else {
+        value.to_string()
+    }
+}
+
 /// Returns the budget name for the first identity header present, or `None` when none is.
 ///
 /// `headers` are `(name, value)` pairs with lower-case names. A `Bearer ` prefix is removed,
@@ -14,11 +34,7 @@ pub fn budget_name(wanted: &[String], headers: &[(String, String)], hash: bool) 
             .find(|(header, value)| header == name && !strip_bearer(value).is_empty())
             .map(|(_, value)| strip_bearer(value))
     })?;
-    if hash {
-        Some(sha256_hex(value.as_bytes()))
-    } else {
-        Some(value.to_string())
-    }
+    Some(budget_for_value(value, hash))
 }
 
 fn strip_bearer(value: &str) -> &str {
@@ -77,6 +93,19 @@ mod tests {
             budget_name(&wanted, &found, false).as_deref(),
             Some("search")
         );
+    }
+
+    #[test]
+    fn query_key_is_found() {
+        assert_eq!(
+            query_parameter("/v1beta/m:generateContent?alt=sse&key=k1", "key"),
+            Some("k1")
+        );
+    }
+
+    #[test]
+    fn empty_query_key_is_absent() {
+        assert_eq!(query_parameter("/p?key=&alt=sse", "key"), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::config::{self, Config};
 use crate::host;
 use crate::http::Http;
+use crate::metrics::Metrics;
 use crate::settle_queue::{Outcome, SettleQueue};
 use crate::tokens::Encoding;
 use proxy_wasm::hostcalls;
@@ -24,6 +25,8 @@ pub struct Shared {
     pub settles: SettleQueue,
     /// Streams whose error event went out and that wait for a reset.
     pub resets: BTreeSet<u32>,
+    /// Counters.
+    pub metrics: Metrics,
 }
 
 /// The plugin's root context; one per VM.
@@ -126,6 +129,7 @@ impl RootContext for Root {
                 return false;
             }
         };
+        self.shared.borrow_mut().metrics = Metrics::define();
         if !Encoding::O200kBase.warm_up() {
             log::error!("the o200k_base tokenizer could not be built; counts fall back to bytes");
         }

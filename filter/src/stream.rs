@@ -1,8 +1,9 @@
 //! Meters a streamed chat completion and decides what of it reaches the client.
 
-use crate::openai::{self, ChunkInfo};
+use crate::api::Api;
 use crate::sse::{SseItem, SseParser};
 use crate::tokens::Encoding;
+use crate::usage::UsageTracker;
 use spendfuse_protocol::Usage;
 
 /// What the caller does after handing on a chunk's output.
@@ -18,45 +19,44 @@ pub enum Verdict {
 /// State of one streamed response, kept across body callbacks.
 pub struct StreamMeter {
     parser: SseParser,
-    encoding: Encoding,
+    tracker: UsageTracker,
     allowance: u64,
     drop_usage_chunk: bool,
-    error_event: String,
     items: Vec<SseItem>,
     output_tokens: u64,
-    usage: Option<Usage>,
     severed: bool,
 }
 
 impl StreamMeter {
-    /// Starts a meter that lets `allowance` output tokens (over all choices) through.
+    /// Starts a meter of an `api` stream that lets `allowance` output tokens (over all
+    /// choices) through.
     ///
-    /// `drop_usage_chunk` removes the provider's usage-only chunk, for clients that did not
-    /// ask for it. `error_event` is the SSE event sent in place of the output past the allowance.
-    pub fn new(
-        encoding: Encoding,
-        allowance: u64,
-        drop_usage_chunk: bool,
-        error_event: String,
-    ) -> Self {
+    /// `drop_usage_chunk` removes OpenAI's usage-only chunk, for clients that did not ask for it.
+    pub fn new(api: Api, encoding: Encoding, allowance: u64, drop_usage_chunk: bool) -> Self {
         StreamMeter {
             parser: SseParser::new(crate::sse::DEFAULT_MAX_EVENT_BYTES),
-            encoding,
+            tracker: UsageTracker::new(api, encoding),
             allowance,
             drop_usage_chunk,
-            error_event,
             items: Vec::new(),
             output_tokens: 0,
-            usage: None,
             severed: false,
         }
     }
 
     /// Meters one body chunk and appends to `out` the bytes to hand on in its place.
     ///
-    /// Events pass unchanged once complete; an incomplete event waits for its next chunk. After
-    /// a sever nothing more is handed on, but every output token seen is still counted.
-    pub fn process(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) -> Verdict {
+    /// Events pass unchanged once complete; an incomplete event waits for its next chunk. The
+    /// event that would pass the allowance is replaced by what `error_event` returns, given the
+    /// tracker for the provider's sequence numbers. After a sever nothing more is handed on,
+    /// but every output token seen is still counted.
+    pub fn process(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        out: &mut Vec<u8>,
+        error_event: impl Fn(&UsageTracker) -> String,
+    ) -> Verdict {
         let mut items = std::mem::take(&mut self.items);
         self.parser.feed(chunk, &mut items);
         if end_of_stream {
@@ -64,7 +64,7 @@ impl StreamMeter {
         }
         let was_severed = self.severed;
         for item in items.drain(..) {
-            self.handle(item, out);
+            self.handle(item, out, &error_event);
         }
         self.items = items;
         if self.severed && !was_severed {
@@ -74,7 +74,12 @@ impl StreamMeter {
         }
     }
 
-    fn handle(&mut self, item: SseItem, out: &mut Vec<u8>) {
+    fn handle(
+        &mut self,
+        item: SseItem,
+        out: &mut Vec<u8>,
+        error_event: &impl Fn(&UsageTracker) -> String,
+    ) {
         let event = match item {
             SseItem::Event(event) => event,
             SseItem::Oversized(bytes) => {
@@ -84,30 +89,18 @@ impl StreamMeter {
                 return;
             }
         };
-        let info = if event.has_data {
-            openai::read_chunk(self.encoding, &event.data)
-        } else {
-            None
-        };
-        let info = info.unwrap_or_default();
-        self.record(&info);
+        let info = self.tracker.read_event(&event);
+        self.output_tokens = self.output_tokens.saturating_add(info.output_tokens);
         if self.severed {
             return;
         }
         if self.output_tokens > self.allowance {
             self.severed = true;
-            out.extend_from_slice(self.error_event.as_bytes());
+            out.extend_from_slice(error_event(&self.tracker).as_bytes());
             return;
         }
         if !(self.drop_usage_chunk && info.usage_only) {
             out.extend_from_slice(&event.raw);
-        }
-    }
-
-    fn record(&mut self, info: &ChunkInfo) {
-        self.output_tokens = self.output_tokens.saturating_add(info.output_tokens);
-        if info.usage.is_some() {
-            self.usage = info.usage;
         }
     }
 
@@ -116,9 +109,14 @@ impl StreamMeter {
         self.output_tokens
     }
 
-    /// Usage the provider reported, if it did.
+    /// Usage the provider reported so far, if it did.
     pub fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.tracker.usage()
+    }
+
+    /// True once the provider sent its final usage.
+    pub fn complete(&self) -> bool {
+        self.tracker.complete()
     }
 
     /// True once the allowance was passed.
@@ -137,6 +135,10 @@ mod tests {
     use super::*;
 
     const ERROR_EVENT: &str = "data: {\"error\":{}}\n\n";
+
+    fn error_event(_: &UsageTracker) -> String {
+        ERROR_EVENT.to_string()
+    }
 
     fn content_event(text: &str) -> String {
         let chunk = serde_json::json!({"object": "chat.completion.chunk",
@@ -161,8 +163,8 @@ mod tests {
         let mut out = Vec::new();
         let (first, second) = input.split_at(split);
         let verdicts = vec![
-            meter.process(first, false, &mut out),
-            meter.process(second, true, &mut out),
+            meter.process(first, false, &mut out, error_event),
+            meter.process(second, true, &mut out, error_event),
         ];
         (out, verdicts)
     }
@@ -170,7 +172,7 @@ mod tests {
     #[test]
     fn under_allowance_passes_unchanged() {
         let input = stream_of(5);
-        let mut meter = StreamMeter::new(Encoding::O200kBase, 100, false, ERROR_EVENT.into());
+        let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 100, false);
         let (out, _) = run(&mut meter, input.as_bytes(), 17);
         assert_eq!(out, input.as_bytes());
     }
@@ -178,7 +180,7 @@ mod tests {
     #[test]
     fn usage_chunk_is_dropped_when_asked() {
         let input = stream_of(2);
-        let mut meter = StreamMeter::new(Encoding::O200kBase, 100, true, ERROR_EVENT.into());
+        let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 100, true);
         let (out, _) = run(&mut meter, input.as_bytes(), 3);
         let expected = format!(
             "{}{}data: [DONE]\n\n",
@@ -191,7 +193,7 @@ mod tests {
     #[test]
     fn usage_is_read_even_when_dropped() {
         let input = stream_of(2);
-        let mut meter = StreamMeter::new(Encoding::O200kBase, 100, true, ERROR_EVENT.into());
+        let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 100, true);
         run(&mut meter, input.as_bytes(), 3);
         assert_eq!(meter.usage().map(|u| u.completion_tokens), Some(2));
     }
@@ -199,9 +201,9 @@ mod tests {
     #[test]
     fn sever_replaces_event_past_allowance() {
         let input = stream_of(10);
-        let mut meter = StreamMeter::new(Encoding::O200kBase, 4, true, ERROR_EVENT.into());
+        let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 4, true);
         let mut out = Vec::new();
-        let verdict = meter.process(input.as_bytes(), false, &mut out);
+        let verdict = meter.process(input.as_bytes(), false, &mut out, error_event);
         let expected: String =
             (0..4).map(|_| content_event(" the")).collect::<String>() + ERROR_EVENT;
         assert_eq!(verdict, Verdict::Sever);
@@ -210,26 +212,36 @@ mod tests {
 
     #[test]
     fn sever_is_reported_once() {
-        let mut meter = StreamMeter::new(Encoding::O200kBase, 1, true, ERROR_EVENT.into());
+        let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 1, true);
         let mut out = Vec::new();
-        meter.process(stream_of(3).as_bytes(), false, &mut out);
-        let again = meter.process(content_event(" the").as_bytes(), false, &mut out);
+        meter.process(stream_of(3).as_bytes(), false, &mut out, error_event);
+        let again = meter.process(
+            content_event(" the").as_bytes(),
+            false,
+            &mut out,
+            error_event,
+        );
         assert_eq!(again, Verdict::Continue);
     }
 
     #[test]
     fn tokens_after_sever_are_counted() {
-        let mut meter = StreamMeter::new(Encoding::O200kBase, 1, true, ERROR_EVENT.into());
+        let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 1, true);
         let mut out = Vec::new();
-        meter.process(stream_of(3).as_bytes(), false, &mut out);
-        meter.process(content_event(" the").as_bytes(), false, &mut out);
+        meter.process(stream_of(3).as_bytes(), false, &mut out, error_event);
+        meter.process(
+            content_event(" the").as_bytes(),
+            false,
+            &mut out,
+            error_event,
+        );
         assert_eq!(meter.output_tokens(), 4);
     }
 
     #[test]
     fn exact_allowance_is_not_severed() {
         let input = stream_of(4);
-        let mut meter = StreamMeter::new(Encoding::O200kBase, 4, false, ERROR_EVENT.into());
+        let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 4, false);
         let (out, verdicts) = run(&mut meter, input.as_bytes(), 40);
         assert!(verdicts.iter().all(|v| *v == Verdict::Continue));
         assert_eq!(out, input.as_bytes());
@@ -238,11 +250,11 @@ mod tests {
     #[test]
     fn every_split_gives_same_output_and_count() {
         let input = stream_of(6).replace("\n", "\r\n");
-        let mut whole = StreamMeter::new(Encoding::O200kBase, 3, true, ERROR_EVENT.into());
+        let mut whole = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 3, true);
         let mut expected = Vec::new();
-        whole.process(input.as_bytes(), true, &mut expected);
+        whole.process(input.as_bytes(), true, &mut expected, error_event);
         for split in 0..=input.len() {
-            let mut meter = StreamMeter::new(Encoding::O200kBase, 3, true, ERROR_EVENT.into());
+            let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, 3, true);
             let (out, _) = run(&mut meter, input.as_bytes(), split);
             assert_eq!(out, expected, "split at {split}");
             assert_eq!(
@@ -263,13 +275,12 @@ mod tests {
     #[test]
     fn fixtures_meter_the_same_at_every_split() {
         for (index, fixture) in FIXTURES.iter().enumerate() {
-            let mut whole =
-                StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
+            let mut whole = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, u64::MAX, false);
             let mut whole_out = Vec::new();
-            whole.process(fixture, true, &mut whole_out);
+            whole.process(fixture, true, &mut whole_out, error_event);
             for split in 0..=fixture.len() {
                 let mut meter =
-                    StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
+                    StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, u64::MAX, false);
                 let (out, _) = run(&mut meter, fixture, split);
                 assert_eq!(
                     meter.output_tokens(),
@@ -289,16 +300,14 @@ mod tests {
     #[test]
     fn fixtures_meter_the_same_byte_by_byte() {
         for (index, fixture) in FIXTURES.iter().enumerate() {
-            let mut whole =
-                StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
-            whole.process(fixture, true, &mut Vec::new());
-            let mut meter =
-                StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
+            let mut whole = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, u64::MAX, false);
+            whole.process(fixture, true, &mut Vec::new(), error_event);
+            let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, u64::MAX, false);
             let mut out = Vec::new();
             for byte in fixture.iter() {
-                meter.process(std::slice::from_ref(byte), false, &mut out);
+                meter.process(std::slice::from_ref(byte), false, &mut out, error_event);
             }
-            meter.process(&[], true, &mut out);
+            meter.process(&[], true, &mut out, error_event);
             assert_eq!(
                 meter.output_tokens(),
                 whole.output_tokens(),
@@ -310,8 +319,8 @@ mod tests {
 
     #[test]
     fn chat_fixture_has_tokens_and_usage() {
-        let mut meter = StreamMeter::new(Encoding::O200kBase, u64::MAX, false, ERROR_EVENT.into());
-        meter.process(FIXTURES[0], true, &mut Vec::new());
+        let mut meter = StreamMeter::new(Api::OpenAiChat, Encoding::O200kBase, u64::MAX, false);
+        meter.process(FIXTURES[0], true, &mut Vec::new(), error_event);
         assert!(meter.output_tokens() > 0);
         assert!(meter.usage().is_some());
     }

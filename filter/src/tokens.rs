@@ -5,11 +5,11 @@ use std::sync::OnceLock;
 use tiktoken_rs::CoreBPE;
 
 /// Tokens added to every message by the chat format.
-const TOKENS_PER_MESSAGE: u64 = 3;
+pub const TOKENS_PER_MESSAGE: u64 = 3;
 /// Tokens added when a message carries a `name`.
 const TOKENS_PER_NAME: u64 = 1;
 /// Tokens that prime the assistant's reply.
-const REPLY_PRIMING_TOKENS: u64 = 3;
+pub const REPLY_PRIMING_TOKENS: u64 = 3;
 /// Tokens of an image sent with `detail: "low"`.
 const LOW_DETAIL_IMAGE_TOKENS: u64 = 85;
 
@@ -18,14 +18,14 @@ const LOW_DETAIL_IMAGE_TOKENS: u64 = 85;
 pub enum Encoding {
     /// gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and the o-series.
     O200kBase,
-    /// gpt-4, gpt-4-turbo and gpt-3.5.
+    /// gpt-4, gpt-4-turbo, gpt-3.5 and the text-embedding models.
     Cl100kBase,
 }
 
 impl Encoding {
     /// Returns the tokenizer of `model`; unknown models get o200k_base, the current one.
     pub fn for_model(model: &str) -> Encoding {
-        let cl100k = ["gpt-4-", "gpt-3.5", "gpt-35"];
+        let cl100k = ["gpt-4-", "gpt-3.5", "gpt-35", "text-embedding-"];
         if model == "gpt-4" || cl100k.iter().any(|p| model.starts_with(p)) {
             // gpt-4-turbo and dated gpt-4 snapshots; gpt-4o and gpt-4.1 do not match "gpt-4-".
             Encoding::Cl100kBase
@@ -79,12 +79,21 @@ pub fn prompt_tokens(
     tools: Option<&Value>,
     image_tokens: u64,
 ) -> u64 {
-    let mut total = REPLY_PRIMING_TOKENS;
+    REPLY_PRIMING_TOKENS
+        + messages_tokens(encoding, messages, image_tokens)
+        + json_tokens(encoding, tools)
+}
+
+/// Counts a list of messages or items by the chat format. An item without a `role` (a tool
+/// call or its output in the Responses API) counts as its JSON text.
+pub fn messages_tokens(encoding: Encoding, messages: &[Value], image_tokens: u64) -> u64 {
+    let mut total = 0;
     for message in messages {
-        total += TOKENS_PER_MESSAGE;
-        if let Some(role) = message.get("role").and_then(Value::as_str) {
-            total += encoding.count(role);
-        }
+        let Some(role) = message.get("role").and_then(Value::as_str) else {
+            total += TOKENS_PER_MESSAGE + encoding.count(&message.to_string());
+            continue;
+        };
+        total += TOKENS_PER_MESSAGE + encoding.count(role);
         if let Some(name) = message.get("name").and_then(Value::as_str) {
             total += encoding.count(name) + TOKENS_PER_NAME;
         }
@@ -92,18 +101,27 @@ pub fn prompt_tokens(
             total += content_tokens(encoding, content, image_tokens);
         }
         for field in ["tool_calls", "function_call"] {
-            if let Some(value) = message.get(field) {
-                total += encoding.count(&value.to_string());
-            }
+            total += json_tokens(encoding, message.get(field));
         }
-    }
-    if let Some(tools) = tools {
-        total += encoding.count(&tools.to_string());
     }
     total
 }
 
-fn content_tokens(encoding: Encoding, content: &Value, image_tokens: u64) -> u64 {
+/// Counts one message with a plain text content.
+pub fn message_tokens(encoding: Encoding, role: &str, text: &str) -> u64 {
+    TOKENS_PER_MESSAGE + encoding.count(role) + encoding.count(text)
+}
+
+/// Counts the JSON text of `value`; nothing for an absent or null value.
+pub fn json_tokens(encoding: Encoding, value: Option<&Value>) -> u64 {
+    match value {
+        None | Some(Value::Null) => 0,
+        Some(value) => encoding.count(&value.to_string()),
+    }
+}
+
+/// Counts a message content of any provider: a string, or a list of parts or blocks.
+pub fn content_tokens(encoding: Encoding, content: &Value, image_tokens: u64) -> u64 {
     match content {
         Value::String(text) => encoding.count(text),
         Value::Array(parts) => parts
@@ -115,24 +133,36 @@ fn content_tokens(encoding: Encoding, content: &Value, image_tokens: u64) -> u64
     }
 }
 
+/// Counts one part: text parts by their text; images (OpenAI `image_url` and `input_image`,
+/// Anthropic `image`, Gemini `inlineData` and `fileData`) as `image_tokens`; nested tool
+/// results by their content; anything else as its JSON text.
 fn part_tokens(encoding: Encoding, part: &Value, image_tokens: u64) -> u64 {
-    match part.get("type").and_then(Value::as_str) {
-        Some("text") => part
-            .get("text")
-            .and_then(Value::as_str)
-            .map_or(0, |t| encoding.count(t)),
-        Some("image_url") => {
-            let detail = part.pointer("/image_url/detail").and_then(Value::as_str);
-            if detail == Some("low") {
-                LOW_DETAIL_IMAGE_TOKENS
-            } else {
-                image_tokens
-            }
-        }
-        // Audio, files and unknown parts: their JSON text, which is at least as long as
-        // any transcript the provider derives from a base64 payload.
-        _ => encoding.count(&part.to_string()),
+    if let Some(text) = part.get("text").and_then(Value::as_str) {
+        return encoding.count(text);
     }
+    let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
+    let image = matches!(kind, "image_url" | "input_image" | "image")
+        || part.get("inlineData").is_some()
+        || part.get("fileData").is_some();
+    if image {
+        let detail = part
+            .pointer("/image_url/detail")
+            .or_else(|| part.get("detail"))
+            .and_then(Value::as_str);
+        return if detail == Some("low") {
+            LOW_DETAIL_IMAGE_TOKENS
+        } else {
+            image_tokens
+        };
+    }
+    if kind == "tool_result" {
+        if let Some(content) = part.get("content") {
+            return content_tokens(encoding, content, image_tokens);
+        }
+    }
+    // Audio, files and unknown parts: their JSON text, which is at least as long as any
+    // transcript the provider derives from a base64 payload.
+    encoding.count(&part.to_string())
 }
 
 #[cfg(test)]
