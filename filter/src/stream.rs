@@ -128,6 +128,11 @@ impl StreamMeter {
     pub fn unreliable(&self) -> bool {
         self.parser.overflowed()
     }
+
+    /// Bytes held for an incomplete event.
+    pub fn pending_bytes(&self) -> usize {
+        self.parser.pending_len()
+    }
 }
 
 #[cfg(test)]
