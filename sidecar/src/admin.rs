@@ -1,5 +1,7 @@
-//! Admin API: read budgets and set their limits, behind a bearer token.
+//! Admin API behind a bearer token: read budgets and set their limits, show the prices in
+//! force, and reload the pricing file.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, State};
@@ -13,7 +15,9 @@ use subtle::ConstantTimeEq;
 
 use crate::api::JsonBody;
 use crate::error::Error;
-use crate::money::{format_usd, parse_usd};
+use crate::money::{format_price_per_million, format_usd, parse_usd};
+use crate::pricing::{ModelPrice, Pricing, TokenPrices};
+use crate::reload::ReloadTrigger;
 use crate::store::{BudgetName, BudgetState};
 use crate::AppState;
 
@@ -171,6 +175,125 @@ pub async fn list_budgets(
     Ok(Json(BudgetList { budgets }))
 }
 
+/// Prices of every token category, as decimal USD per million tokens such as `"2.50"`. Each
+/// category shows the price in force, so an omitted field shows the default it took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricesView {
+    pub input: String,
+    pub cached_input: String,
+    pub cache_write_5m: String,
+    pub cache_write_1h: String,
+    pub audio_input: String,
+    pub output: String,
+    pub audio_output: String,
+}
+
+impl From<&TokenPrices> for PricesView {
+    fn from(prices: &TokenPrices) -> Self {
+        PricesView {
+            input: format_price_per_million(prices.input_pico),
+            cached_input: format_price_per_million(prices.cached_input_pico),
+            cache_write_5m: format_price_per_million(prices.cache_write_5m_pico),
+            cache_write_1h: format_price_per_million(prices.cache_write_1h_pico),
+            audio_input: format_price_per_million(prices.audio_input_pico),
+            output: format_price_per_million(prices.output_pico),
+            audio_output: format_price_per_million(prices.audio_output_pico),
+        }
+    }
+}
+
+/// A long-context tier as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierView {
+    /// The tier applies when the prompt has more tokens than this.
+    pub above_prompt_tokens: u64,
+    #[serde(flatten)]
+    pub prices: PricesView,
+}
+
+/// A model's prices as the admin API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPriceView {
+    /// Base prices.
+    #[serde(flatten)]
+    pub prices: PricesView,
+    /// Long-context tiers, from the lowest threshold to the highest.
+    pub tiers: Vec<TierView>,
+}
+
+impl From<&ModelPrice> for ModelPriceView {
+    fn from(price: &ModelPrice) -> Self {
+        ModelPriceView {
+            prices: PricesView::from(&price.base),
+            tiers: price
+                .tiers
+                .iter()
+                .map(|tier| TierView {
+                    above_prompt_tokens: tier.above_prompt_tokens,
+                    prices: PricesView::from(&tier.prices),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Body of `GET /admin/pricing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricingView {
+    /// Day the prices were checked, as the file states it (`YYYY-MM-DD`).
+    pub checked: String,
+    /// Every model by name.
+    pub models: BTreeMap<String, ModelPriceView>,
+    /// Every alias with the model it names.
+    pub aliases: BTreeMap<String, String>,
+    /// Price of the models that nothing else matches, or null.
+    pub fallback: Option<ModelPriceView>,
+}
+
+impl From<&Pricing> for PricingView {
+    fn from(pricing: &Pricing) -> Self {
+        PricingView {
+            checked: pricing.checked().to_string(),
+            models: pricing
+                .models()
+                .map(|(name, price)| (name.to_string(), ModelPriceView::from(price)))
+                .collect(),
+            aliases: pricing
+                .aliases()
+                .map(|(alias, target)| (alias.to_string(), target.to_string()))
+                .collect(),
+            fallback: pricing.fallback().map(ModelPriceView::from),
+        }
+    }
+}
+
+/// Body of a successful `POST /admin/pricing/reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadSummary {
+    /// Number of models in the new pricing, aliases not included.
+    pub models: usize,
+    /// Day the new prices were checked (`YYYY-MM-DD`).
+    pub checked: String,
+}
+
+/// `GET /admin/pricing`: the prices in force.
+pub async fn get_pricing(_: AdminAccess, State(state): State<AppState>) -> Json<PricingView> {
+    Json(PricingView::from(state.pricing.current().as_ref()))
+}
+
+/// `POST /admin/pricing/reload`: reads the pricing file again. A file that fails to load
+/// leaves the prices in force and returns the error.
+pub async fn reload_pricing(
+    _: AdminAccess,
+    State(state): State<AppState>,
+) -> Result<Json<ReloadSummary>, Error> {
+    let pricing = state.pricing.reload(ReloadTrigger::AdminApi).await?;
+    Ok(Json(ReloadSummary {
+        models: pricing.model_count(),
+        checked: pricing.checked().to_string(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +346,14 @@ mod tests {
             format!("{:?}", AdminToken::new("s3cret")),
             "AdminToken(\"enabled\")"
         );
+    }
+
+    #[test]
+    fn pricing_view_shows_defaults_in_force() {
+        let text = "checked = \"2026-01-02\"\n[models.m]\ninput = \"2.5\"\noutput = \"10\"\n";
+        let view = Pricing::from_toml(text).ok().map(|p| PricingView::from(&p));
+        let cache_write =
+            view.and_then(|v| v.models.get("m").map(|m| m.prices.cache_write_1h.clone()));
+        assert_eq!(cache_write.as_deref(), Some("2.50"));
     }
 }

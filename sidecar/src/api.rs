@@ -40,6 +40,8 @@ pub fn router(state: AppState) -> Router {
             "/admin/budgets/{name}",
             get(admin::get_budget).put(admin::put_budget),
         )
+        .route("/admin/pricing", get(admin::get_pricing))
+        .route("/admin/pricing/reload", post(admin::reload_pricing))
         .with_state(state)
 }
 

@@ -14,9 +14,12 @@ pub const ADMIN_TOKEN_ENV: &str = "SPENDFUSE_ADMIN_TOKEN";
     name = "spendfuse-sidecar",
     version,
     about = "Budget service for the spendfuse Envoy filter: reserves and settles LLM spend in Redis.",
-    after_help = "The admin API (/admin/budgets) needs a bearer token: put it in a file named by \
-                  --admin-token-file, or in the SPENDFUSE_ADMIN_TOKEN environment variable. \
-                  Without either, the admin API returns 403.\n\
+    after_help = "The admin API (/admin/budgets, /admin/pricing) needs a bearer token: put it in a \
+                  file named by --admin-token-file, or in the SPENDFUSE_ADMIN_TOKEN environment \
+                  variable. Without either, the admin API returns 403.\n\
+                  The pricing file is read again on SIGHUP, on POST /admin/pricing/reload, and \
+                  within 5 seconds of a change to its modification time or size. A file that \
+                  fails to load leaves the previous prices in force.\n\
                   Log levels come from RUST_LOG (default: info)."
 )]
 pub struct Args {

@@ -10,6 +10,8 @@ use spendfuse_protocol::ErrorResponse;
 
 use crate::cost::CostError;
 use crate::money::DecimalError;
+use crate::pricing::PricingError;
+use crate::reload::ReloadError;
 
 /// Every failure that a request to the sidecar can end with.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ pub enum Error {
     /// The request has no bearer token or a wrong one.
     #[error("missing or invalid admin token; send the header 'Authorization: Bearer TOKEN'")]
     Unauthorized,
+    /// A reload of the pricing file that failed, which leaves the prices in force.
+    #[error("pricing reload failed: {0}. The previous prices stay in force.")]
+    PricingReload(#[from] ReloadError),
     /// Redis failed or did not reply.
     #[error(
         "Redis request failed: {0}. Check that Redis is running and reachable from the sidecar."
@@ -73,6 +78,12 @@ impl Error {
             Error::ReservationNotFound { .. } | Error::BudgetNotFound { .. } => {
                 StatusCode::NOT_FOUND
             }
+            Error::PricingReload(ReloadError::NoFile) => StatusCode::CONFLICT,
+            // An unreadable file is a problem of the host, not of the request.
+            Error::PricingReload(ReloadError::Pricing(PricingError::Read { .. })) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Error::PricingReload(ReloadError::Pricing(_)) => StatusCode::BAD_REQUEST,
             Error::AdminDisabled => StatusCode::FORBIDDEN,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             // The filter treats 503 as "no decision" and applies its failure mode.
@@ -145,6 +156,22 @@ mod tests {
             id: "r".into(),
         };
         assert_eq!(error.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn invalid_pricing_file_is_bad_request() {
+        let parse_error = crate::pricing::Pricing::from_toml("checked = 1").err();
+        let status = parse_error.map(|e| Error::PricingReload(ReloadError::Pricing(e)).status());
+        assert_eq!(status, Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn unreadable_pricing_file_is_a_server_error() {
+        let error = Error::PricingReload(ReloadError::Pricing(PricingError::Read {
+            path: "/nonexistent".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }));
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

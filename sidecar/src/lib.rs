@@ -11,15 +11,17 @@ pub mod budgets;
 pub mod config;
 pub mod cost;
 pub mod error;
+pub mod model_name;
 pub mod money;
 pub mod pricing;
+pub mod reload;
 pub mod store;
 
 pub use api::router;
 pub use error::Error;
 
 use admin::AdminToken;
-use pricing::SharedPricing;
+use reload::SharedPricing;
 use store::Store;
 
 /// Shared state of every request handler.
@@ -27,7 +29,7 @@ use store::Store;
 pub struct AppState {
     /// Redis access.
     pub store: Store,
-    /// Model prices.
+    /// Model prices, reloadable from the pricing file.
     pub pricing: SharedPricing,
     /// Token that the admin API requires, or none to disable it.
     pub admin_token: AdminToken,

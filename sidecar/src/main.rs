@@ -10,7 +10,9 @@ use axum::serve::ListenerExt;
 use clap::Parser;
 use spendfuse_sidecar::admin::AdminToken;
 use spendfuse_sidecar::config::{admin_token, Args, ADMIN_TOKEN_ENV};
-use spendfuse_sidecar::pricing::{Pricing, SharedPricing};
+use spendfuse_sidecar::reload::{
+    spawn_sighup_reload, watch_pricing_file, SharedPricing, POLL_INTERVAL,
+};
 use spendfuse_sidecar::store::{BudgetName, Store};
 use spendfuse_sidecar::{budgets, router, AppState};
 use tokio::sync::watch;
@@ -64,15 +66,24 @@ async fn run(args: Args) -> Result<(), String> {
         }
     };
 
-    let pricing = Pricing::load(&args.pricing)
+    let pricing = SharedPricing::load(&args.pricing)
         .map_err(|error| format!("{error} (file {})", args.pricing.display()))?;
+    let loaded = pricing.current();
     tracing::info!(
         path = %args.pricing.display(),
-        models = pricing.models().count(),
-        aliases = pricing.alias_count(),
-        fallback = pricing.has_fallback(),
-        checked = pricing.checked(),
+        models = loaded.model_count(),
+        aliases = loaded.alias_count(),
+        fallback = loaded.has_fallback(),
+        checked = loaded.checked(),
         "pricing loaded"
+    );
+    // Registered before the wait for Redis, because SIGHUP ends a process that has no handler.
+    let sighup_task = spawn_sighup_reload(pricing.clone())
+        .map_err(|error| format!("cannot listen for SIGHUP: {error}"))?;
+    let watch_task = tokio::spawn(watch_pricing_file(pricing.clone(), POLL_INTERVAL));
+    tracing::info!(
+        poll_interval_s = POLL_INTERVAL.as_secs(),
+        "pricing reloads on SIGHUP, on POST /admin/pricing/reload and on a change of the file"
     );
     let limits = match &args.budgets {
         Some(path) => budgets::load(path).map_err(|error| error.to_string())?,
@@ -103,7 +114,7 @@ async fn run(args: Args) -> Result<(), String> {
         });
     let state = AppState {
         store,
-        pricing: SharedPricing::new(pricing),
+        pricing,
         admin_token,
     };
     tracing::info!(address = %args.listen, "listening");
@@ -122,6 +133,8 @@ async fn run(args: Args) -> Result<(), String> {
             tracing::warn!(grace_s, "connections still open after the grace period, stopping anyway");
         }
     }
+    sighup_task.abort();
+    watch_task.abort();
     tracing::info!("stopped");
     Ok(())
 }

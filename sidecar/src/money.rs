@@ -54,6 +54,21 @@ pub fn format_usd(nano: u64) -> String {
     format!("{whole}.{fraction:09}")
 }
 
+/// Formats a price in pico-dollars per token as USD per million tokens, with 2 to 6 decimal
+/// places, such as `"2.50"` or `"0.125"`. It is the inverse of [`parse_price_per_million`].
+pub fn format_price_per_million(pico: u64) -> String {
+    let scale = 10u64.pow(PRICE_DECIMALS);
+    let fraction = format!("{:06}", pico % scale);
+    let trimmed = fraction.trim_end_matches('0');
+    // The fraction has 6 ASCII digits, so its first two always exist.
+    let fraction_digits = if trimmed.len() < 2 {
+        fraction.get(..2).unwrap_or("00")
+    } else {
+        trimmed
+    };
+    format!("{}.{fraction_digits}", pico / scale)
+}
+
 /// Parses `text` as a count of `10^-decimals` units, at most `max_units`.
 fn parse_scaled(text: &str, decimals: u32, max_units: u64) -> Result<u64, DecimalError> {
     if text.starts_with('-') {
@@ -228,6 +243,34 @@ mod tests {
     #[test]
     fn format_of_whole_dollars() {
         assert_eq!(format_usd(25_000_000_000), "25.000000000");
+    }
+
+    #[test]
+    fn price_format_keeps_two_decimals() {
+        assert_eq!(format_price_per_million(2_500_000), "2.50");
+    }
+
+    #[test]
+    fn price_format_keeps_significant_decimals() {
+        assert_eq!(format_price_per_million(125_000), "0.125");
+    }
+
+    #[test]
+    fn price_format_of_one_pico() {
+        assert_eq!(format_price_per_million(1), "0.000001");
+    }
+
+    #[test]
+    fn price_format_of_zero() {
+        assert_eq!(format_price_per_million(0), "0.00");
+    }
+
+    #[test]
+    fn price_format_round_trips() {
+        for pico in [0, 1, 10, 75_000, 22_500_000, 600_000_000, MAX_PRICE_PICO] {
+            let text = format_price_per_million(pico);
+            assert_eq!(parse_price_per_million(&text), Ok(pico), "text was {text}");
+        }
     }
 
     #[test]

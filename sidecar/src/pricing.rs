@@ -1,25 +1,106 @@
 //! Model prices loaded from the pricing file, and the lookup from a request's model name.
 //!
 //! The file is TOML, and `config/pricing.toml` documents the format. Prices are decimal strings in
-//! USD per million tokens, parsed exactly into pico-dollars per token.
+//! USD per million tokens, parsed exactly into pico-dollars per token. Each model has base prices
+//! for seven token categories and optional long-context tiers that replace all of them when a
+//! request's prompt is longer than the tier's threshold.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::Deserialize;
 
+use crate::model_name::{
+    is_iso_date, strip_date_suffix, strip_preview_suffix, strip_version_suffix,
+};
 use crate::money::{parse_price_per_million, DecimalError};
 
-/// Prices of one model, in pico-dollars per token (micro-dollars per million tokens).
+/// Prices of every token category at one tier, in pico-dollars per token (micro-dollars per
+/// million tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelPrice {
-    /// Price of a prompt token that the provider did not serve from its cache.
+pub struct TokenPrices {
+    /// Price of a prompt text token that is neither read from nor written to a cache.
     pub input_pico: u64,
-    /// Price of a prompt token served from the provider's cache, at most `input_pico`.
+    /// Price of a prompt token read from the provider's cache, at most `input_pico`.
     pub cached_input_pico: u64,
-    /// Price of an output token, reasoning tokens included.
+    /// Price of a prompt token written to a cache that lives 5 minutes.
+    pub cache_write_5m_pico: u64,
+    /// Price of a prompt token written to a cache that lives 1 hour.
+    pub cache_write_1h_pico: u64,
+    /// Price of a prompt audio token.
+    pub audio_input_pico: u64,
+    /// Price of an output text token, reasoning tokens included.
     pub output_pico: u64,
+    /// Price of an output audio token.
+    pub audio_output_pico: u64,
+}
+
+impl TokenPrices {
+    /// Prices every input category at `input_pico` and every output category at `output_pico`,
+    /// as an entry with only `input` and `output` does.
+    pub fn flat(input_pico: u64, output_pico: u64) -> Self {
+        TokenPrices {
+            input_pico,
+            cached_input_pico: input_pico,
+            cache_write_5m_pico: input_pico,
+            cache_write_1h_pico: input_pico,
+            audio_input_pico: input_pico,
+            output_pico,
+            audio_output_pico: output_pico,
+        }
+    }
+
+    /// Highest price that a prompt token can cost. A cache read is left out because it costs at
+    /// most `input_pico`, which the file check enforces.
+    pub fn max_prompt_pico(&self) -> u64 {
+        self.input_pico
+            .max(self.cache_write_5m_pico)
+            .max(self.cache_write_1h_pico)
+            .max(self.audio_input_pico)
+    }
+
+    /// Highest price that an output token can cost.
+    pub fn max_output_pico(&self) -> u64 {
+        self.output_pico.max(self.audio_output_pico)
+    }
+}
+
+/// Prices that apply to a whole request whose prompt is longer than a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PriceTier {
+    /// The tier applies when the prompt has more tokens than this.
+    pub above_prompt_tokens: u64,
+    /// Prices of every token category in such a request.
+    pub prices: TokenPrices,
+}
+
+/// Prices of one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPrice {
+    /// Prices of a request whose prompt is not above any tier's threshold.
+    pub base: TokenPrices,
+    /// Long-context tiers, sorted by `above_prompt_tokens` from low to high, without repeats.
+    pub tiers: Vec<PriceTier>,
+}
+
+impl ModelPrice {
+    /// Creates a model price without tiers.
+    pub fn new(base: TokenPrices) -> Self {
+        ModelPrice {
+            base,
+            tiers: Vec::new(),
+        }
+    }
+
+    /// Returns the prices of a request with `prompt_tokens` prompt tokens: those of the tier with
+    /// the highest threshold below `prompt_tokens`, or the base prices when there is none.
+    pub fn prices_for(&self, prompt_tokens: u64) -> &TokenPrices {
+        self.tiers
+            .iter()
+            .rev()
+            .find(|tier| tier.above_prompt_tokens < prompt_tokens)
+            .map_or(&self.base, |tier| &tier.prices)
+    }
 }
 
 /// Reason a pricing file cannot be used.
@@ -45,9 +126,18 @@ pub enum PricingError {
         source: DecimalError,
     },
     /// A cached input price is above the input price, which would make the reserve estimate
-    /// (priced as uncached input) lower than a settle.
+    /// (which never prices a prompt token below `input`) lower than a settle.
     #[error("invalid pricing file: {entry}.cached_input is above {entry}.input; cached prompt tokens must not cost more than uncached ones")]
     CachedAboveInput { entry: String },
+    /// A tier's threshold is 0, which makes it replace the base prices of every request.
+    #[error("invalid pricing file: {entry}.above_prompt_tokens is 0; write the base prices at the model's level instead of a tier above 0 tokens")]
+    ZeroTierThreshold { entry: String },
+    /// Two tiers of one model have the same threshold.
+    #[error("invalid pricing file: {entry} has two tiers with above_prompt_tokens = {above_prompt_tokens}; keep one of them")]
+    DuplicateTier {
+        entry: String,
+        above_prompt_tokens: u64,
+    },
     /// An alias names no model.
     #[error("invalid pricing file: alias {alias:?} points to {target:?}, which is not in [models]; add that model or fix the alias")]
     AliasTarget { alias: String, target: String },
@@ -75,19 +165,87 @@ pub struct Pricing {
 struct PricingFile {
     checked: String,
     #[serde(default)]
-    models: BTreeMap<String, PriceEntry>,
+    models: BTreeMap<String, ModelEntry>,
     #[serde(default)]
     aliases: BTreeMap<String, String>,
-    fallback: Option<PriceEntry>,
+    fallback: Option<ModelEntry>,
 }
 
+/// A `[models."NAME"]` or `[fallback]` table.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PriceEntry {
+struct ModelEntry {
     input: String,
     cached_input: Option<String>,
+    cache_write_5m: Option<String>,
+    cache_write_1h: Option<String>,
+    audio_input: Option<String>,
     output: String,
+    audio_output: Option<String>,
+    #[serde(default)]
+    tiers: Vec<TierEntry>,
 }
+
+/// A `[[models."NAME".tiers]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierEntry {
+    above_prompt_tokens: u64,
+    input: String,
+    cached_input: Option<String>,
+    cache_write_5m: Option<String>,
+    cache_write_1h: Option<String>,
+    audio_input: Option<String>,
+    output: String,
+    audio_output: Option<String>,
+}
+
+/// The price strings of a model or a tier, before parsing.
+struct PriceTexts<'a> {
+    input: &'a str,
+    cached_input: Option<&'a str>,
+    cache_write_5m: Option<&'a str>,
+    cache_write_1h: Option<&'a str>,
+    audio_input: Option<&'a str>,
+    output: &'a str,
+    audio_output: Option<&'a str>,
+}
+
+impl ModelEntry {
+    fn texts(&self) -> PriceTexts<'_> {
+        PriceTexts {
+            input: &self.input,
+            cached_input: self.cached_input.as_deref(),
+            cache_write_5m: self.cache_write_5m.as_deref(),
+            cache_write_1h: self.cache_write_1h.as_deref(),
+            audio_input: self.audio_input.as_deref(),
+            output: &self.output,
+            audio_output: self.audio_output.as_deref(),
+        }
+    }
+}
+
+impl TierEntry {
+    fn texts(&self) -> PriceTexts<'_> {
+        PriceTexts {
+            input: &self.input,
+            cached_input: self.cached_input.as_deref(),
+            cache_write_5m: self.cache_write_5m.as_deref(),
+            cache_write_1h: self.cache_write_1h.as_deref(),
+            audio_input: self.audio_input.as_deref(),
+            output: &self.output,
+            audio_output: self.audio_output.as_deref(),
+        }
+    }
+}
+
+/// Rules that turn a snapshot name into its family's name, tried in this order when a name has
+/// no entry or alias of its own.
+const SUFFIX_RULES: [fn(&str) -> Option<&str>; 3] = [
+    strip_date_suffix,
+    strip_version_suffix,
+    strip_preview_suffix,
+];
 
 impl Pricing {
     /// Reads and validates the pricing file at `path`.
@@ -112,7 +270,7 @@ impl Pricing {
         for (name, entry) in &file.models {
             models.insert(
                 name.clone(),
-                parse_entry(&format!("models.{name:?}"), entry)?,
+                parse_model(&format!("models.{name:?}"), entry)?,
             );
         }
         for (alias, target) in &file.aliases {
@@ -129,7 +287,7 @@ impl Pricing {
             }
         }
         let fallback = match &file.fallback {
-            Some(entry) => Some(parse_entry("fallback", entry)?),
+            Some(entry) => Some(parse_model("fallback", entry)?),
             None => None,
         };
         if models.is_empty() && fallback.is_none() {
@@ -144,11 +302,18 @@ impl Pricing {
         })
     }
 
-    /// Finds the price of `model`: its own entry, then an alias, then the name without a
-    /// trailing date (`-2024-08-06` or `-20240806`) as a model or alias, then the fallback.
+    /// Finds the price of `model`: its own entry, then an alias, then the name without a snapshot
+    /// suffix as a model or alias, then the fallback. The suffixes are a trailing date
+    /// (`-2024-08-06` or `-20240806`), a three-digit version (`-001`) and a dated preview
+    /// (`-preview-05-20` or `-preview-09-2025`).
     pub fn price(&self, model: &str) -> Option<&ModelPrice> {
         self.model_or_alias(model)
-            .or_else(|| strip_date_suffix(model).and_then(|base| self.model_or_alias(base)))
+            .or_else(|| {
+                SUFFIX_RULES.iter().find_map(|strip| {
+                    let family = strip(model)?;
+                    self.model_or_alias(family)
+                })
+            })
             .or(self.fallback.as_ref())
     }
 
@@ -164,9 +329,26 @@ impl Pricing {
             .map(|(name, price)| (name.as_str(), price))
     }
 
+    /// Number of models, aliases not included.
+    pub fn model_count(&self) -> usize {
+        self.models.len()
+    }
+
+    /// Returns each alias with the model it names, sorted by alias.
+    pub fn aliases(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.aliases
+            .iter()
+            .map(|(alias, target)| (alias.as_str(), target.as_str()))
+    }
+
     /// Number of aliases.
     pub fn alias_count(&self) -> usize {
         self.aliases.len()
+    }
+
+    /// Price of every model that nothing else matches, if the file has one.
+    pub fn fallback(&self) -> Option<&ModelPrice> {
+        self.fallback.as_ref()
     }
 
     /// True when unknown models get the fallback price.
@@ -182,66 +364,39 @@ impl Pricing {
     }
 }
 
-/// Pricing that every request reads. A later reload can swap the whole table with
-/// [`SharedPricing::replace`], and a request keeps the table it started with.
-#[derive(Debug, Clone)]
-pub struct SharedPricing(Arc<RwLock<Arc<Pricing>>>);
-
-impl SharedPricing {
-    /// Wraps `pricing` for sharing.
-    pub fn new(pricing: Pricing) -> Self {
-        SharedPricing(Arc::new(RwLock::new(Arc::new(pricing))))
-    }
-
-    /// Returns the table in force now.
-    pub fn current(&self) -> Arc<Pricing> {
-        // A panic while holding the lock cannot leave the Arc half-written, so a poisoned lock
-        // still holds a valid table.
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Replaces the table for all later requests.
-    pub fn replace(&self, pricing: Pricing) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pricing);
-    }
-}
-
-/// Returns `name` without a trailing `-YYYY-MM-DD` or `-YYYYMMDD`, or `None` when it has neither.
-pub fn strip_date_suffix(name: &str) -> Option<&str> {
-    let dashed = name.len().checked_sub(11).and_then(|start| {
-        let (base, suffix) = name.split_at_checked(start)?;
-        let date = suffix.strip_prefix('-')?;
-        is_iso_date(date).then_some(base)
-    });
-    let compact = || {
-        let start = name.len().checked_sub(9)?;
-        let (base, suffix) = name.split_at_checked(start)?;
-        let date = suffix.strip_prefix('-')?;
-        (date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit())).then_some(base)
-    };
-    dashed.or_else(compact).filter(|base| !base.is_empty())
-}
-
-/// True for `YYYY-MM-DD` with a month from 01 to 12 and a day from 01 to 31.
-fn is_iso_date(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let shape_ok = bytes.len() == 10
-        && bytes.iter().enumerate().all(|(index, byte)| match index {
-            4 | 7 => *byte == b'-',
-            _ => byte.is_ascii_digit(),
+/// Parses a model entry and its tiers. `entry` names it in errors, such as `models."gpt-4o"`.
+fn parse_model(entry: &str, model: &ModelEntry) -> Result<ModelPrice, PricingError> {
+    let base = parse_prices(entry, &model.texts())?;
+    let mut tiers = Vec::with_capacity(model.tiers.len());
+    for (index, tier) in model.tiers.iter().enumerate() {
+        let tier_entry = format!("{entry}.tiers[{index}]");
+        if tier.above_prompt_tokens == 0 {
+            return Err(PricingError::ZeroTierThreshold { entry: tier_entry });
+        }
+        tiers.push(PriceTier {
+            above_prompt_tokens: tier.above_prompt_tokens,
+            prices: parse_prices(&tier_entry, &tier.texts())?,
         });
-    if !shape_ok {
-        return false;
     }
-    let month: u32 = text.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(0);
-    let day: u32 = text.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(0);
-    (1..=12).contains(&month) && (1..=31).contains(&day)
+    tiers.sort_by_key(|tier| tier.above_prompt_tokens);
+    let repeated = tiers.windows(2).find_map(|pair| match pair {
+        [low, high] if low.above_prompt_tokens == high.above_prompt_tokens => {
+            Some(low.above_prompt_tokens)
+        }
+        _ => None,
+    });
+    if let Some(above_prompt_tokens) = repeated {
+        return Err(PricingError::DuplicateTier {
+            entry: entry.to_string(),
+            above_prompt_tokens,
+        });
+    }
+    Ok(ModelPrice { base, tiers })
 }
 
-fn parse_entry(entry: &str, prices: &PriceEntry) -> Result<ModelPrice, PricingError> {
+/// Parses the prices of a model or tier. Missing input categories take `input`, missing output
+/// categories take `output`.
+fn parse_prices(entry: &str, texts: &PriceTexts<'_>) -> Result<TokenPrices, PricingError> {
     let parse = |field: &'static str, text: &str| {
         parse_price_per_million(text).map_err(|source| PricingError::Price {
             entry: entry.to_string(),
@@ -249,22 +404,27 @@ fn parse_entry(entry: &str, prices: &PriceEntry) -> Result<ModelPrice, PricingEr
             source,
         })
     };
-    let input_pico = parse("input", &prices.input)?;
-    let output_pico = parse("output", &prices.output)?;
-    let cached_input_pico = match &prices.cached_input {
-        Some(text) => parse("cached_input", text)?,
-        None => input_pico,
+    let parse_or = |field: &'static str, text: Option<&str>, default: u64| match text {
+        Some(text) => parse(field, text),
+        None => Ok(default),
     };
-    if cached_input_pico > input_pico {
+    let input_pico = parse("input", texts.input)?;
+    let output_pico = parse("output", texts.output)?;
+    let prices = TokenPrices {
+        input_pico,
+        cached_input_pico: parse_or("cached_input", texts.cached_input, input_pico)?,
+        cache_write_5m_pico: parse_or("cache_write_5m", texts.cache_write_5m, input_pico)?,
+        cache_write_1h_pico: parse_or("cache_write_1h", texts.cache_write_1h, input_pico)?,
+        audio_input_pico: parse_or("audio_input", texts.audio_input, input_pico)?,
+        output_pico,
+        audio_output_pico: parse_or("audio_output", texts.audio_output, output_pico)?,
+    };
+    if prices.cached_input_pico > prices.input_pico {
         return Err(PricingError::CachedAboveInput {
             entry: entry.to_string(),
         });
     }
-    Ok(ModelPrice {
-        input_pico,
-        cached_input_pico,
-        output_pico,
-    })
+    Ok(prices)
 }
 
 #[cfg(test)]
@@ -283,34 +443,265 @@ output = "10.00"
 input = "30.00"
 output = "60.00"
 
+[models."claude-sonnet-4-5"]
+input = "3.00"
+cached_input = "0.30"
+cache_write_5m = "3.75"
+cache_write_1h = "6.00"
+output = "15.00"
+
+[[models."claude-sonnet-4-5".tiers]]
+above_prompt_tokens = 200000
+input = "6.00"
+cached_input = "0.60"
+cache_write_5m = "7.50"
+cache_write_1h = "12.00"
+output = "22.50"
+
+[models."gemini-2.0-flash"]
+input = "0.10"
+output = "0.40"
+
+[models."gemini-2.5-flash"]
+input = "0.30"
+audio_input = "1.00"
+output = "2.50"
+
 [aliases]
 "gpt-4-0613" = "gpt-4"
+"claude-sonnet-4-5-latest" = "claude-sonnet-4-5"
 "#;
 
-    fn small() -> Pricing {
-        match Pricing::from_toml(SMALL) {
+    fn parse(text: &str) -> Pricing {
+        match Pricing::from_toml(text) {
             Ok(pricing) => pricing,
             Err(error) => unreachable!("test pricing must parse: {error}"),
         }
     }
 
+    fn small() -> Pricing {
+        parse(SMALL)
+    }
+
+    fn error_message(text: &str) -> String {
+        Pricing::from_toml(text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// A model with two tiers, written in descending order.
+    const TWO_TIERS: &str = r#"
+checked = "2026-01-02"
+[models.m]
+input = "1"
+output = "2"
+[[models.m.tiers]]
+above_prompt_tokens = 2000
+input = "5"
+output = "6"
+[[models.m.tiers]]
+above_prompt_tokens = 1000
+input = "3"
+output = "4"
+"#;
+
     #[test]
     fn exact_model_is_found() {
-        let price = small().price("gpt-4o").copied();
+        let price = small().price("gpt-4o").map(|p| p.base);
         assert_eq!(
             price,
-            Some(ModelPrice {
+            Some(TokenPrices {
                 input_pico: 2_500_000,
                 cached_input_pico: 1_250_000,
-                output_pico: 10_000_000
+                cache_write_5m_pico: 2_500_000,
+                cache_write_1h_pico: 2_500_000,
+                audio_input_pico: 2_500_000,
+                output_pico: 10_000_000,
+                audio_output_pico: 10_000_000,
+            })
+        );
+    }
+
+    #[test]
+    fn every_category_is_parsed() {
+        let price = small().price("claude-sonnet-4-5").map(|p| p.base);
+        assert_eq!(
+            price,
+            Some(TokenPrices {
+                input_pico: 3_000_000,
+                cached_input_pico: 300_000,
+                cache_write_5m_pico: 3_750_000,
+                cache_write_1h_pico: 6_000_000,
+                audio_input_pico: 3_000_000,
+                output_pico: 15_000_000,
+                audio_output_pico: 15_000_000,
             })
         );
     }
 
     #[test]
     fn cached_input_defaults_to_input() {
-        let price = small().price("gpt-4").map(|p| p.cached_input_pico);
+        let price = small().price("gpt-4").map(|p| p.base.cached_input_pico);
         assert_eq!(price, Some(30_000_000));
+    }
+
+    #[test]
+    fn audio_output_defaults_to_output() {
+        let price = small()
+            .price("gemini-2.5-flash")
+            .map(|p| p.base.audio_output_pico);
+        assert_eq!(price, Some(2_500_000));
+    }
+
+    #[test]
+    fn tier_is_parsed() {
+        let tiers = small().price("claude-sonnet-4-5").map(|p| p.tiers.clone());
+        assert_eq!(
+            tiers,
+            Some(vec![PriceTier {
+                above_prompt_tokens: 200_000,
+                prices: TokenPrices {
+                    input_pico: 6_000_000,
+                    cached_input_pico: 600_000,
+                    cache_write_5m_pico: 7_500_000,
+                    cache_write_1h_pico: 12_000_000,
+                    audio_input_pico: 6_000_000,
+                    output_pico: 22_500_000,
+                    audio_output_pico: 22_500_000,
+                },
+            }])
+        );
+    }
+
+    #[test]
+    fn tier_defaults_come_from_the_tier() {
+        // The base has cache_write_1h = 9, but the tier's own input (3) is the default.
+        let text = "checked = \"2026-01-02\"\n\
+                    [models.m]\ninput = \"1\"\ncache_write_1h = \"9\"\noutput = \"2\"\n\
+                    [[models.m.tiers]]\nabove_prompt_tokens = 10\ninput = \"3\"\noutput = \"4\"\n";
+        let tier = parse(text)
+            .price("m")
+            .and_then(|p| p.tiers.first().copied());
+        assert_eq!(
+            tier.map(|t| t.prices),
+            Some(TokenPrices::flat(3_000_000, 4_000_000))
+        );
+    }
+
+    #[test]
+    fn tiers_are_sorted_by_threshold() {
+        let pricing = parse(TWO_TIERS);
+        let thresholds: Vec<u64> = pricing
+            .price("m")
+            .map(|p| p.tiers.iter().map(|t| t.above_prompt_tokens).collect())
+            .unwrap_or_default();
+        assert_eq!(thresholds, vec![1000, 2000]);
+    }
+
+    #[test]
+    fn prompt_at_threshold_gets_base_prices() {
+        let pricing = parse(TWO_TIERS);
+        let input = pricing.price("m").map(|p| p.prices_for(1000).input_pico);
+        assert_eq!(input, Some(1_000_000));
+    }
+
+    #[test]
+    fn prompt_above_threshold_gets_tier_prices() {
+        let pricing = parse(TWO_TIERS);
+        let input = pricing.price("m").map(|p| p.prices_for(1001).input_pico);
+        assert_eq!(input, Some(3_000_000));
+    }
+
+    #[test]
+    fn highest_passed_tier_wins() {
+        let pricing = parse(TWO_TIERS);
+        let input = pricing.price("m").map(|p| p.prices_for(2001).input_pico);
+        assert_eq!(input, Some(5_000_000));
+    }
+
+    #[test]
+    fn zero_tier_threshold_is_rejected() {
+        let text = "checked = \"2026-01-02\"\n[models.m]\ninput = \"1\"\noutput = \"2\"\n\
+                    [[models.m.tiers]]\nabove_prompt_tokens = 0\ninput = \"3\"\noutput = \"4\"\n";
+        assert!(matches!(
+            Pricing::from_toml(text),
+            Err(PricingError::ZeroTierThreshold { .. })
+        ));
+    }
+
+    #[test]
+    fn repeated_tier_threshold_is_rejected() {
+        let text = TWO_TIERS.replace("2000", "1000");
+        assert!(matches!(
+            Pricing::from_toml(&text),
+            Err(PricingError::DuplicateTier {
+                above_prompt_tokens: 1000,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn negative_tier_threshold_is_rejected() {
+        let text = TWO_TIERS.replace("2000", "-5");
+        assert!(matches!(
+            Pricing::from_toml(&text),
+            Err(PricingError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn tier_error_names_the_tier() {
+        let text = TWO_TIERS.replace("input = \"5\"", "input = \"five\"");
+        let message = error_message(&text);
+        assert!(
+            message.contains("models.\"m\".tiers[0].input"),
+            "message was: {message}"
+        );
+    }
+
+    #[test]
+    fn tier_cached_price_above_its_input_is_rejected() {
+        let text = TWO_TIERS.replace("input = \"5\"", "input = \"5\"\ncached_input = \"5.5\"");
+        assert!(matches!(
+            Pricing::from_toml(&text),
+            Err(PricingError::CachedAboveInput { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_tier_field_is_rejected() {
+        let text = TWO_TIERS.replace("input = \"5\"", "input = \"5\"\nbelow_prompt_tokens = 9");
+        assert!(matches!(
+            Pricing::from_toml(&text),
+            Err(PricingError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn max_prompt_price_covers_cache_writes() {
+        let price = small()
+            .price("claude-sonnet-4-5")
+            .map(|p| p.base.max_prompt_pico());
+        assert_eq!(price, Some(6_000_000));
+    }
+
+    #[test]
+    fn max_prompt_price_covers_audio() {
+        let price = small()
+            .price("gemini-2.5-flash")
+            .map(|p| p.base.max_prompt_pico());
+        assert_eq!(price, Some(1_000_000));
+    }
+
+    #[test]
+    fn max_output_price_covers_audio() {
+        let prices = TokenPrices {
+            audio_output_pico: 80,
+            ..TokenPrices::flat(1, 10)
+        };
+        assert_eq!(prices.max_output_pico(), 80);
     }
 
     #[test]
@@ -328,7 +719,38 @@ output = "60.00"
     #[test]
     fn compact_date_suffix_is_removed() {
         let pricing = small();
-        assert_eq!(pricing.price("gpt-4o-20240806"), pricing.price("gpt-4o"));
+        assert_eq!(
+            pricing.price("claude-sonnet-4-5-20250929"),
+            pricing.price("claude-sonnet-4-5")
+        );
+    }
+
+    #[test]
+    fn gemini_version_suffix_is_removed() {
+        let pricing = small();
+        assert_eq!(
+            pricing.price("gemini-2.0-flash-001"),
+            pricing.price("gemini-2.0-flash")
+        );
+    }
+
+    #[test]
+    fn gemini_preview_suffix_is_removed() {
+        let pricing = small();
+        assert_eq!(
+            pricing.price("gemini-2.5-flash-preview-05-20"),
+            pricing.price("gemini-2.5-flash")
+        );
+    }
+
+    #[test]
+    fn own_entry_wins_over_a_suffix_rule() {
+        let text =
+            format!("{SMALL}\n[models.\"gemini-2.0-flash-001\"]\ninput = \"7\"\noutput = \"7\"\n");
+        let input = parse(&text)
+            .price("gemini-2.0-flash-001")
+            .map(|p| p.base.input_pico);
+        assert_eq!(input, Some(7_000_000));
     }
 
     #[test]
@@ -339,35 +761,20 @@ output = "60.00"
     #[test]
     fn fallback_prices_unknown_models() {
         let text = format!("{SMALL}\n[fallback]\ninput = \"1\"\noutput = \"2\"\n");
-        let price = Pricing::from_toml(&text)
-            .ok()
-            .and_then(|p| p.price("gpt-9").copied());
-        assert_eq!(price.map(|p| p.output_pico), Some(2_000_000));
+        let output = parse(&text).price("gpt-9").map(|p| p.base.output_pico);
+        assert_eq!(output, Some(2_000_000));
     }
 
     #[test]
-    fn strip_keeps_names_without_dates() {
-        assert_eq!(strip_date_suffix("gpt-4o-mini"), None);
-    }
-
-    #[test]
-    fn strip_ignores_four_digit_suffixes() {
-        assert_eq!(strip_date_suffix("gpt-3.5-turbo-0125"), None);
-    }
-
-    #[test]
-    fn strip_rejects_month_thirteen() {
-        assert_eq!(strip_date_suffix("gpt-4o-2024-13-01"), None);
-    }
-
-    #[test]
-    fn strip_of_a_bare_date_is_none() {
-        assert_eq!(strip_date_suffix("-2024-08-06"), None);
-    }
-
-    #[test]
-    fn strip_handles_multibyte_names() {
-        assert_eq!(strip_date_suffix("modèle-2024-08-06"), Some("modèle"));
+    fn fallback_may_have_tiers() {
+        let text = format!(
+            "{SMALL}\n[fallback]\ninput = \"1\"\noutput = \"2\"\n\
+             [[fallback.tiers]]\nabove_prompt_tokens = 5\ninput = \"3\"\noutput = \"4\"\n"
+        );
+        let input = parse(&text)
+            .price("gpt-9")
+            .map(|p| p.prices_for(6).input_pico);
+        assert_eq!(input, Some(3_000_000));
     }
 
     #[test]
@@ -429,12 +836,20 @@ output = "60.00"
     #[test]
     fn price_error_names_the_entry_and_field() {
         let text = "checked = \"2026-01-02\"\n[models.m]\ninput = \"1.0000001\"\noutput = \"1\"\n";
-        let message = Pricing::from_toml(text)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = error_message(text);
         assert!(
             message.contains("models.\"m\".input"),
+            "message was: {message}"
+        );
+    }
+
+    #[test]
+    fn audio_price_error_names_the_field() {
+        let text = "checked = \"2026-01-02\"\n[models.m]\ninput = \"1\"\noutput = \"1\"\n\
+                    audio_output = \"-3\"\n";
+        let message = error_message(text);
+        assert!(
+            message.contains("models.\"m\".audio_output"),
             "message was: {message}"
         );
     }
@@ -448,12 +863,7 @@ output = "60.00"
     }
 
     #[test]
-    fn replaced_pricing_is_seen_by_later_reads() {
-        let shared = SharedPricing::new(small());
-        let replacement = "checked = \"2026-02-03\"\n[models.m]\ninput = \"1\"\noutput = \"1\"\n";
-        if let Ok(pricing) = Pricing::from_toml(replacement) {
-            shared.replace(pricing);
-        }
-        assert_eq!(shared.current().checked(), "2026-02-03");
+    fn model_count_leaves_out_aliases() {
+        assert_eq!(small().model_count(), 5);
     }
 }

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use common::{reserve_request, RedisServer, TestEnv};
 use spendfuse_protocol::{ReserveResponse, MAX_NANO_USD};
 use spendfuse_sidecar::admin::AdminToken;
-use spendfuse_sidecar::pricing::SharedPricing;
+use spendfuse_sidecar::reload::SharedPricing;
 use spendfuse_sidecar::store::Store;
 use spendfuse_sidecar::{router, AppState};
 

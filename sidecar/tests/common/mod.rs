@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,8 @@ use spendfuse_protocol::{
     Ending, ReserveRequest, ReserveResponse, SettleRequest, SettleResponse, Usage, UsageSource,
 };
 use spendfuse_sidecar::admin::AdminToken;
-use spendfuse_sidecar::pricing::{Pricing, SharedPricing};
+use spendfuse_sidecar::pricing::Pricing;
+use spendfuse_sidecar::reload::SharedPricing;
 use spendfuse_sidecar::store::{BudgetName, BudgetState, Store};
 use spendfuse_sidecar::{router, AppState};
 use tower::ServiceExt;
@@ -148,12 +149,22 @@ impl TestEnv {
         Self::build(shipped_pricing(), AdminToken::disabled())
     }
 
+    /// Environment that loads its pricing from the file at `path`, so that it can reload it.
+    pub fn with_pricing_file(path: &Path) -> Self {
+        let pricing = SharedPricing::load(path).expect("test pricing file must load");
+        Self::build_shared(pricing, AdminToken::new(TEST_TOKEN))
+    }
+
     fn build(pricing: Pricing, admin_token: AdminToken) -> Self {
+        Self::build_shared(SharedPricing::new(pricing), admin_token)
+    }
+
+    fn build_shared(pricing: SharedPricing, admin_token: AdminToken) -> Self {
         let redis = RedisServer::start();
         let store = Store::open(&redis.url()).expect("open the store");
         let state = AppState {
             store: store.clone(),
-            pricing: SharedPricing::new(pricing),
+            pricing,
             admin_token,
         };
         let app = router(state.clone());
@@ -303,6 +314,42 @@ pub fn settle_request(
         source: UsageSource::Provider,
         ending: Ending::Completed,
     }
+}
+
+/// Builds a settle request for a completed response with the provider usage `usage`.
+pub fn settle_usage(
+    budget: &str,
+    model: &str,
+    reservation_id: &str,
+    usage: Usage,
+) -> SettleRequest {
+    SettleRequest {
+        reservation_id: reservation_id.into(),
+        budget: budget.into(),
+        model: model.into(),
+        usage,
+        source: UsageSource::Provider,
+        ending: Ending::Completed,
+    }
+}
+
+/// Writes `contents` to `path`, replacing the file, and sets its modification time to `modified`.
+/// Tests set the time so that a change is visible even where timestamps are coarse.
+pub fn write_pricing_file(path: &Path, contents: &str, modified: std::time::SystemTime) {
+    std::fs::write(path, contents).expect("write the test pricing file");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open the test pricing file");
+    file.set_modified(modified)
+        .expect("set the modification time of the test pricing file");
+}
+
+/// Returns the modification time of the file at `path`.
+pub fn modified_time(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|metadata| metadata.modified())
+        .expect("read the modification time of the test pricing file")
 }
 
 /// The built `spendfuse-sidecar` binary on a free loopback port, killed on drop.
