@@ -16,10 +16,10 @@ use spendfuse_protocol::{ReserveRequest, ReserveResponse, RESERVE_PATH};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// Response header that tells the client its output limit was lowered to what the budget pays.
+/// Response header that reports to the client the output limit the budget could pay for.
 pub const LOWERED_HEADER: &str = "x-spendfuse-max-tokens-lowered";
 
-/// Where a request is in its life.
+/// Lifecycle stage of a request.
 enum Phase {
     /// Headers seen; nothing decided yet.
     Start,
@@ -46,7 +46,7 @@ pub struct Http {
     config: Option<Rc<Config>>,
     shared: Rc<RefCell<Shared>>,
     phase: Phase,
-    /// API whose error format local replies use; OpenAI's until the path tells otherwise.
+    /// API whose error format local replies use: OpenAI's until the path names another.
     api: Api,
 }
 
@@ -381,7 +381,7 @@ impl Context for Http {
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
         let expected = matches!(self.phase, Phase::Reserving { token: t, .. } if t == token);
         if !expected {
-            log::warn!("#{} answer to unknown callout {token} ignored", self.id);
+            log::warn!("#{} response to unknown callout {token} ignored", self.id);
             return;
         }
         let Some(config) = self.config.clone() else {
@@ -492,7 +492,7 @@ impl HttpContext for Http {
         match std::mem::replace(&mut self.phase, Phase::Answered) {
             Phase::Forwarded(forwarded) => self.queue_settle(&forwarded),
             Phase::Reserving { .. } => {
-                // NOTE: the reserve answer will not reach this context any more, so its
+                // NOTE: the reserve response will not reach this context any more, so its
                 // reservation (if granted) is released only when its lease runs out.
                 log::debug!("#{} request ended while reserving", self.id);
             }

@@ -1,4 +1,4 @@
-//! What a forwarded request used, decided when it ends: the body of its settle call.
+//! Settle call of a forwarded request: the usage it is charged, decided when it ends.
 
 use crate::request::LlmRequest;
 use crate::stream::StreamMeter;
