@@ -1,5 +1,5 @@
-//! Clients that tests use: the sidecar's admin API, the mock provider's records, and a reader
-//! of streamed chat completion events.
+//! Clients that tests use: the sidecar's admin API, the mock provider's records, and readers
+//! of server-sent events.
 
 use crate::error::{Error, Result};
 use crate::mock::{MockRecord, RecordList, RECORDS_PATH};
@@ -295,10 +295,75 @@ impl StreamRead {
     }
 }
 
-/// Reads server-sent events from a streamed response until the body ends, the connection fails,
-/// or `stop_after` events arrived. The response is then dropped, which closes the connection.
-pub async fn read_stream(mut response: reqwest::Response, stop_after: Option<usize>) -> StreamRead {
-    let mut read = StreamRead::default();
+/// Reads server-sent events from a streamed chat completion until the body ends, the
+/// connection fails, or `stop_after` events arrived. The response is then dropped, which closes
+/// the connection.
+pub async fn read_stream(response: reqwest::Response, stop_after: Option<usize>) -> StreamRead {
+    let read = read_sse(response, stop_after).await;
+    StreamRead {
+        events: read
+            .events
+            .iter()
+            .map(|event| ChatEvent::parse(&event.data))
+            .collect(),
+        transport_error: read.transport_error,
+        trailing: read.trailing,
+    }
+}
+
+/// One server-sent event: its `event:` name, when it has one, and its `data:` lines joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// Value of the `event:` field.
+    pub event: Option<String>,
+    /// Values of the `data:` fields, joined by newlines.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// Returns the data parsed as JSON, or `None` when it is not JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.data).ok()
+    }
+}
+
+/// What a client read of a stream of server-sent events in any provider's format.
+#[derive(Debug, Clone, Default)]
+pub struct SseRead {
+    /// Every complete event that has data, in order.
+    pub events: Vec<SseEvent>,
+    /// Error of the connection or body, when the stream ended abnormally.
+    pub transport_error: Option<String>,
+    /// Bytes after the last complete event.
+    pub trailing: String,
+    /// Every byte of the body, for checks of the framing.
+    pub raw: Vec<u8>,
+}
+
+impl SseRead {
+    /// Returns the events named `name`.
+    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SseEvent> + 'a {
+        self.events
+            .iter()
+            .filter(move |event| event.event.as_deref() == Some(name))
+    }
+
+    /// Returns the data of every event parsed as JSON; data that is not JSON is skipped.
+    pub fn json(&self) -> Vec<Value> {
+        self.events.iter().filter_map(SseEvent::json).collect()
+    }
+
+    /// Returns the last event.
+    pub fn last(&self) -> Option<&SseEvent> {
+        self.events.last()
+    }
+}
+
+/// Reads server-sent events until the body ends, the connection fails, or `stop_after` events
+/// arrived. Events end with a blank line of LF or CRLF. The response is then dropped, which
+/// closes the connection.
+pub async fn read_sse(mut response: reqwest::Response, stop_after: Option<usize>) -> SseRead {
+    let mut read = SseRead::default();
     let mut buffer: Vec<u8> = Vec::new();
     loop {
         if stop_after.is_some_and(|count| read.events.len() >= count) {
@@ -306,6 +371,7 @@ pub async fn read_stream(mut response: reqwest::Response, stop_after: Option<usi
         }
         match response.chunk().await {
             Ok(Some(bytes)) => {
+                read.raw.extend_from_slice(&bytes);
                 buffer.extend_from_slice(&bytes);
                 take_events(&mut buffer, &mut read.events, stop_after);
             }
@@ -322,20 +388,27 @@ pub async fn read_stream(mut response: reqwest::Response, stop_after: Option<usi
 
 /// Moves every complete event (ended by a blank line) from `buffer` to `events`, up to
 /// `limit` events in all.
-fn take_events(buffer: &mut Vec<u8>, events: &mut Vec<ChatEvent>, limit: Option<usize>) {
+fn take_events(buffer: &mut Vec<u8>, events: &mut Vec<SseEvent>, limit: Option<usize>) {
     while limit.is_none_or(|limit| events.len() < limit) {
         let Some((end, separator)) = block_end(buffer) else {
             return;
         };
         let block = String::from_utf8_lossy(&buffer[..end]).into_owned();
         buffer.drain(..end + separator);
-        let data: Vec<&str> = block
+        let field = |line: &str, name: &str| -> Option<String> {
+            let value = line.strip_prefix(name)?.strip_prefix(':')?;
+            Some(value.strip_prefix(' ').unwrap_or(value).to_owned())
+        };
+        let data: Vec<String> = block
             .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(|value| value.strip_prefix(' ').unwrap_or(value))
+            .filter_map(|line| field(line, "data"))
             .collect();
+        let event = block.lines().find_map(|line| field(line, "event"));
         if !data.is_empty() {
-            events.push(ChatEvent::parse(&data.join("\n")));
+            events.push(SseEvent {
+                event,
+                data: data.join("\n"),
+            });
         }
     }
 }
@@ -375,6 +448,17 @@ mod tests {
         take_events(&mut buffer, &mut events, None);
         assert_eq!(events.len(), 1);
         assert_eq!(buffer, b"data: [DO");
+    }
+
+    #[test]
+    fn events_keep_their_names_and_crlf_framing() {
+        let mut buffer = b"event: ping\ndata: {}\n\ndata: {\"a\":1}\r\n\r\n".to_vec();
+        let mut events = Vec::new();
+        take_events(&mut buffer, &mut events, None);
+        assert_eq!(events[0].event.as_deref(), Some("ping"));
+        assert_eq!(events[1].event, None);
+        assert_eq!(events[1].data, "{\"a\":1}");
+        assert!(buffer.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Test support for spendfuse: a mock OpenAI provider and a harness that runs the real stack
+//! Test support for spendfuse: a mock LLM provider and a harness that runs the real stack
 //! (redis-server, the sidecar, the mock provider and Envoy with the filter) on loopback ports.
-//! It also has clients for each part, and the token and price arithmetic that tests use to
-//! compute expected amounts.
+//! It also has clients for each part, and the token, usage and price arithmetic that tests use
+//! to compute expected amounts.
 //!
 //! # Running the end-to-end tests
 //!
@@ -30,9 +30,11 @@ pub mod harness;
 pub mod mock;
 pub mod pricing;
 pub mod tokens;
+pub mod usage;
 
 pub use client::{
-    budget_name, read_stream, AdminClient, BudgetState, ChatEvent, MockClient, StreamRead,
+    budget_name, read_sse, read_stream, AdminClient, BudgetState, ChatEvent, MockClient, SseEvent,
+    SseRead, StreamRead,
 };
 pub use error::{Error, Result};
 pub use harness::{Stack, StackOptions};

@@ -1,51 +1,14 @@
 //! The mock provider binary on its own: OpenAI's wire format, the `x-mock-*` knobs and the
 //! request records.
 
+mod common;
+
+use common::mock_server::Mock;
 use serde_json::{json, Value};
-use spendfuse_tests::harness::services::MockProvider;
-use spendfuse_tests::mock::MockRecord;
 use spendfuse_tests::tokens::{self, Encoding};
-use spendfuse_tests::{read_stream, ChatEvent, MockClient};
+use spendfuse_tests::{read_stream, ChatEvent};
 use std::io::Read;
 use std::time::Duration;
-use tempfile::TempDir;
-
-struct Mock {
-    provider: MockProvider,
-    records: MockClient,
-    http: reqwest::Client,
-    _dir: TempDir,
-}
-
-impl Mock {
-    async fn start() -> Mock {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let http = spendfuse_tests::client::http_client().expect("HTTP client");
-        let bin = env!("CARGO_BIN_EXE_mock-provider");
-        let provider = MockProvider::start(bin.as_ref(), &[], dir.path(), &http)
-            .await
-            .expect("mock provider starts");
-        let records = MockClient::new(http.clone(), provider.url());
-        Mock {
-            provider,
-            records,
-            http,
-            _dir: dir,
-        }
-    }
-
-    fn chat(&self, body: &Value) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}/v1/chat/completions", self.provider.url()))
-            .json(body)
-    }
-
-    async fn only_record(&self) -> MockRecord {
-        let records = self.records.records().await.expect("records");
-        assert_eq!(records.len(), 1, "records: {records:?}");
-        records.into_iter().next().expect("one record")
-    }
-}
 
 fn request(extra: Value) -> Value {
     let mut body = json!({
@@ -482,13 +445,15 @@ async fn unknown_path_is_recorded_404() {
     let mock = Mock::start().await;
     let response = mock
         .http
-        .post(format!("{}/v1/embeddings", mock.provider.url()))
-        .json(&json!({"model": "text-embedding-3-small", "input": "hi"}))
+        .post(format!("{}/v1/completions", mock.provider.url()))
+        .json(&json!({"model": "gpt-3.5-turbo-instruct", "prompt": "hi"}))
         .send()
         .await
         .expect("answer");
     assert_eq!(response.status(), 404);
-    assert_eq!(mock.only_record().await.path, "/v1/embeddings");
+    let record = mock.only_record().await;
+    assert_eq!(record.path, "/v1/completions");
+    assert_eq!(record.provider, "unknown");
 }
 
 #[tokio::test]
@@ -497,4 +462,225 @@ async fn delete_clears_records() {
     mock.chat(&request(json!({}))).send().await.expect("answer");
     mock.records.clear().await.expect("clear");
     assert!(mock.records.records().await.expect("records").is_empty());
+}
+
+#[tokio::test]
+async fn usage_reports_cache_reasoning_and_audio() {
+    let mock = Mock::start().await;
+    let body = request(json!({"max_completion_tokens": 100}));
+    let answer: Value = mock
+        .chat(&body)
+        .header("x-mock-output-tokens", "10")
+        .header("x-mock-cached-tokens", "4")
+        .header("x-mock-reasoning-tokens", "6")
+        .header("x-mock-audio-prompt-tokens", "30")
+        .header("x-mock-audio-completion-tokens", "8")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("JSON");
+    let text_prompt = tokens::request_prompt_tokens(&body);
+    let usage = &answer["usage"];
+    assert_eq!(usage["prompt_tokens"], text_prompt + 30);
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 4);
+    assert_eq!(usage["prompt_tokens_details"]["audio_tokens"], 30);
+    assert_eq!(usage["completion_tokens"], 10 + 6 + 8);
+    assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 6);
+    assert_eq!(usage["completion_tokens_details"]["audio_tokens"], 8);
+    assert_eq!(usage["total_tokens"], text_prompt + 30 + 24);
+}
+
+#[tokio::test]
+async fn reasoning_tokens_are_never_streamed() {
+    let mock = Mock::start().await;
+    let body = request(json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let response = mock
+        .chat(&body)
+        .header("x-mock-output-tokens", "5")
+        .header("x-mock-reasoning-tokens", "9")
+        .send()
+        .await
+        .expect("answer");
+    let read = read_stream(response, None).await;
+    assert_eq!(count(&read.content()), 5);
+    let usage = read.usage_event().expect("usage chunk");
+    assert_eq!(usage["usage"]["completion_tokens"], 14);
+    assert_eq!(mock.only_record().await.generated_tokens, 14);
+}
+
+#[tokio::test]
+async fn maximum_counts_reasoning_first() {
+    let mock = Mock::start().await;
+    let answer: Value = mock
+        .chat(&request(json!({"max_completion_tokens": 10})))
+        .header("x-mock-output-tokens", "20")
+        .header("x-mock-reasoning-tokens", "7")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer["usage"]["completion_tokens"], 10);
+    let content = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content");
+    assert_eq!(count(content), 3);
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test]
+async fn tool_calls_stream_arguments_per_choice() {
+    let mock = Mock::start().await;
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {}}}]);
+    let body = request(json!({"stream": true, "n": 2, "tools": tools}));
+    let response = mock
+        .chat(&body)
+        .header("x-mock-tool-calls", "true")
+        .header("x-mock-output-tokens", "4")
+        .send()
+        .await
+        .expect("answer");
+    let read = read_stream(response, None).await;
+
+    let mut arguments = [String::new(), String::new()];
+    let mut ids = [None, None];
+    let mut finish = [None, None];
+    for event in &read.events {
+        let ChatEvent::Chunk { json, content, .. } = event else {
+            continue;
+        };
+        assert_eq!(content, "", "tool call output has no content: {json}");
+        let choice = &json["choices"][0];
+        let index = choice["index"].as_u64().expect("index") as usize;
+        let call = &choice["delta"]["tool_calls"][0];
+        if let Some(id) = call["id"].as_str() {
+            ids[index] = Some(id.to_owned());
+            assert_eq!(call["function"]["name"], "lookup");
+            assert_eq!(choice["delta"]["content"], Value::Null);
+        }
+        if let Some(text) = call["function"]["arguments"].as_str() {
+            arguments[index].push_str(text);
+        }
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            finish[index] = Some(reason.to_owned());
+        }
+    }
+
+    assert_eq!(count(&arguments[0]), 4);
+    assert_eq!(count(&arguments[1]), 4);
+    assert!(ids[0].is_some(), "no tool call id for choice 0");
+    assert!(ids[1].is_some(), "no tool call id for choice 1");
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(
+        finish,
+        [Some("tool_calls".into()), Some("tool_calls".into())]
+    );
+}
+
+#[tokio::test]
+async fn refusal_streams_refusal_text() {
+    let mock = Mock::start().await;
+    let response = mock
+        .chat(&request(json!({"stream": true})))
+        .header("x-mock-refusal", "true")
+        .header("x-mock-output-tokens", "6")
+        .send()
+        .await
+        .expect("answer");
+    let read = read_stream(response, None).await;
+    assert_eq!(read.content(), "");
+    let refusal: String = read
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            ChatEvent::Chunk { json, .. } => json["choices"][0]["delta"]["refusal"]
+                .as_str()
+                .map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(count(&refusal), 6);
+}
+
+#[tokio::test]
+async fn refusal_message_has_null_content() {
+    let mock = Mock::start().await;
+    let answer: Value = mock
+        .chat(&request(json!({})))
+        .header("x-mock-refusal", "true")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("JSON");
+    let message = &answer["choices"][0]["message"];
+    assert_eq!(message["content"], Value::Null);
+    assert_eq!(count(message["refusal"].as_str().expect("refusal")), 20);
+}
+
+#[tokio::test]
+async fn error_after_tokens_ends_chat_stream() {
+    let mock = Mock::start().await;
+    let response = mock
+        .chat(&request(json!({"stream": true})))
+        .header("x-mock-error-after-tokens", "3")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    let read = read_stream(response, None).await;
+    assert_eq!(count(&read.content()), 3);
+    let Some(ChatEvent::Error(error)) = read.events.last() else {
+        panic!("the last event is not an error: {:?}", read.events);
+    };
+    assert_eq!(error["error"]["type"], "server_error");
+    assert!(!read.events.contains(&ChatEvent::Done));
+}
+
+#[tokio::test]
+async fn force_gzip_compresses_stream() {
+    let mock = Mock::start().await;
+    let response = mock
+        .chat(&request(json!({"stream": true})))
+        .header("x-mock-force-gzip", "true")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let compressed = response.bytes().await.expect("body");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .expect("gzip body");
+    assert!(text.ends_with("data: [DONE]\n\n"), "body {text}");
+}
+
+#[tokio::test]
+async fn force_gzip_compresses_completion() {
+    let mock = Mock::start().await;
+    let response = mock
+        .chat(&request(json!({})))
+        .header("x-mock-force-gzip", "true")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert_eq!(mock.only_record().await.accept_encoding, None);
+}
+
+#[tokio::test]
+async fn record_names_the_provider() {
+    let mock = Mock::start().await;
+    mock.chat(&request(json!({})))
+        .bearer_auth("sk-test")
+        .send()
+        .await
+        .expect("answer");
+    let record = mock.only_record().await;
+    assert_eq!(record.provider, "openai_chat");
+    assert_eq!(record.credential.as_deref(), Some("authorization"));
 }

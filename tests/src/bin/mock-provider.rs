@@ -1,4 +1,5 @@
-//! OpenAI-compatible mock provider for spendfuse's tests and demo.
+//! Mock LLM provider for spendfuse's tests and demo: OpenAI, Azure OpenAI, Anthropic and Gemini
+//! wire formats.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use clap::Parser;
@@ -8,8 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-/// Serves OpenAI chat completions with generated text, for tests. Each `x-mock-*` request
-/// header overrides the matching default below for one request.
+/// Serves OpenAI chat completions and Responses, Azure OpenAI, Anthropic Messages, Gemini and
+/// embeddings with generated text, for tests. Each `x-mock-*` request header overrides the
+/// matching default below for one request.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

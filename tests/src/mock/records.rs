@@ -7,15 +7,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// One request that reached the mock provider, and what the mock did with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MockRecord {
+    /// Format of the mock's response: `openai_chat`, `azure_chat`, `responses`, `anthropic`,
+    /// `gemini`, `embeddings`, or `unknown` for a path it does not serve.
+    pub provider: String,
     /// Request path.
     pub path: String,
+    /// Query string, without the `?`.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Header (or `key` for the query parameter) that carried the API key, never its value.
+    #[serde(default)]
+    pub credential: Option<String>,
     /// `model` of the body, when the body is a JSON object with one.
     pub model: Option<String>,
-    /// `stream` of the body.
+    /// True for a streamed request: `stream` of the body, or Gemini's `streamGenerateContent`.
     pub stream: bool,
     /// `stream_options.include_usage` of the body.
     pub include_usage: bool,
-    /// `max_completion_tokens` or `max_tokens`, whichever the body sets (the first when both).
+    /// Field of the body that set the output maximum: `max_completion_tokens` or
+    /// `max_tokens` (the first when both) for chat, `max_output_tokens` for Responses,
+    /// `max_tokens` for Anthropic, `generationConfig.maxOutputTokens` for Gemini.
     pub max_tokens_field: Option<String>,
     /// Value of `max_tokens_field`.
     pub max_tokens_value: Option<u64>,
@@ -23,9 +34,11 @@ pub struct MockRecord {
     pub accept_encoding: Option<String>,
     /// The body as received: parsed JSON, or a JSON string with the raw text when it is not JSON.
     pub body: Value,
-    /// Prompt tokens by the formula in `spendfuse_tests::tokens`.
+    /// Prompt tokens the mock reports: the formula in `spendfuse_tests::tokens` for OpenAI
+    /// formats, the mock's own count for Anthropic and Gemini, before any knob adds to it.
     pub prompt_tokens: u64,
-    /// Output tokens generated over all choices so far, whether or not usage is sent.
+    /// Output tokens generated over all choices so far, hidden reasoning and audio tokens
+    /// included, whether or not usage is sent.
     pub generated_tokens: u64,
     /// True when the streamed body was dropped before its last event was written.
     pub client_closed_early: bool,

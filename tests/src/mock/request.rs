@@ -1,132 +1,10 @@
-//! Parsing of a chat completion request and of the `x-mock-*` headers that shape the response.
+//! Parsing of a chat completion request.
 
 use super::wire::is_reasoning_model;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
-use std::time::Duration;
 
 /// Largest `n` the API accepts.
 const MAX_CHOICES: u64 = 128;
-
-/// Header that sets how many output tokens each choice generates.
-pub const OUTPUT_TOKENS_HEADER: &str = "x-mock-output-tokens";
-/// Header that sets how many tokens each streamed event carries per choice.
-pub const TOKENS_PER_CHUNK_HEADER: &str = "x-mock-tokens-per-chunk";
-/// Header that sets the pause before each streamed content event, in milliseconds.
-pub const CHUNK_DELAY_HEADER: &str = "x-mock-chunk-delay-ms";
-/// Header that, set to `true`, keeps generating past the request's maximum.
-pub const IGNORE_MAX_TOKENS_HEADER: &str = "x-mock-ignore-max-tokens";
-/// Header that makes the mock return this error status and generate nothing.
-pub const STATUS_HEADER: &str = "x-mock-status";
-/// Header that, set to `true`, leaves usage out of the response.
-pub const NO_USAGE_HEADER: &str = "x-mock-no-usage";
-
-/// Defaults of the per-request knobs, set on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KnobDefaults {
-    /// Output tokens per choice.
-    pub output_tokens: u64,
-    /// Tokens per streamed event per choice; at least 1.
-    pub tokens_per_chunk: u64,
-    /// Pause before each streamed content event.
-    pub chunk_delay: Duration,
-}
-
-impl Default for KnobDefaults {
-    fn default() -> KnobDefaults {
-        KnobDefaults {
-            output_tokens: 20,
-            tokens_per_chunk: 1,
-            chunk_delay: Duration::ZERO,
-        }
-    }
-}
-
-/// How the mock responds to one request, from the defaults and the `x-mock-*` headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Knobs {
-    /// Output tokens per choice before the request's maximum applies.
-    pub output_tokens: u64,
-    /// Tokens per streamed event per choice; at least 1.
-    pub tokens_per_chunk: u64,
-    /// Pause before each streamed content event.
-    pub chunk_delay: Duration,
-    /// Keep generating past the request's maximum.
-    pub ignore_max_tokens: bool,
-    /// Error status to return in place of a completion.
-    pub status: Option<StatusCode>,
-    /// Leave usage out of the response, as some compatible servers do.
-    pub no_usage: bool,
-}
-
-impl Knobs {
-    /// Reads the knobs from `headers`, or returns a message naming the invalid header.
-    pub fn from_headers(defaults: KnobDefaults, headers: &HeaderMap) -> Result<Knobs, String> {
-        let number = |name: &str, default: u64| -> Result<u64, String> {
-            match header_text(headers, name)? {
-                None => Ok(default),
-                Some(text) => text.trim().parse().map_err(|_| {
-                    format!("header {name} must be a non-negative integer, found {text:?}")
-                }),
-            }
-        };
-        let flag = |name: &str| -> Result<bool, String> {
-            match header_text(headers, name)? {
-                None => Ok(false),
-                Some(text) => match text.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" => Ok(true),
-                    "false" | "0" => Ok(false),
-                    _ => Err(format!(
-                        "header {name} must be true or false, found {text:?}"
-                    )),
-                },
-            }
-        };
-        let tokens_per_chunk = number(TOKENS_PER_CHUNK_HEADER, defaults.tokens_per_chunk)?;
-        if tokens_per_chunk == 0 {
-            return Err(format!(
-                "header {TOKENS_PER_CHUNK_HEADER} must be at least 1"
-            ));
-        }
-        let delay_default = u64::try_from(defaults.chunk_delay.as_millis()).unwrap_or(u64::MAX);
-        Ok(Knobs {
-            output_tokens: number(OUTPUT_TOKENS_HEADER, defaults.output_tokens)?,
-            tokens_per_chunk,
-            chunk_delay: Duration::from_millis(number(CHUNK_DELAY_HEADER, delay_default)?),
-            ignore_max_tokens: flag(IGNORE_MAX_TOKENS_HEADER)?,
-            status: error_status(headers)?,
-            no_usage: flag(NO_USAGE_HEADER)?,
-        })
-    }
-}
-
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .map(Some)
-            .map_err(|_| format!("header {name} must be visible ASCII")),
-    }
-}
-
-fn error_status(headers: &HeaderMap) -> Result<Option<StatusCode>, String> {
-    let Some(text) = header_text(headers, STATUS_HEADER)? else {
-        return Ok(None);
-    };
-    let status = text
-        .trim()
-        .parse::<u16>()
-        .ok()
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .filter(|status| status.is_client_error() || status.is_server_error());
-    match status {
-        Some(status) => Ok(Some(status)),
-        None => Err(format!(
-            "header {STATUS_HEADER} must be a status from 400 to 599, found {text:?}"
-        )),
-    }
-}
 
 /// Field of the request that set the output maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +43,8 @@ pub struct ChatRequest {
     pub include_obfuscation: bool,
     /// Service tier to name in the response.
     pub service_tier: String,
+    /// Name of the first function in `tools`, which tool call output calls.
+    pub tool_name: Option<String>,
 }
 
 /// A request the API would reject with status 400.
@@ -252,6 +132,10 @@ pub fn parse_chat_request(body: &Value) -> Result<ChatRequest, InvalidRequest> {
         include_usage: include_usage(body),
         include_obfuscation: include_obfuscation.and_then(Value::as_bool).unwrap_or(true),
         service_tier,
+        tool_name: body
+            .pointer("/tools/0/function/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
@@ -312,7 +196,6 @@ fn positive_integer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
     use serde_json::json;
 
     fn request(extra: Value) -> Value {
@@ -387,40 +270,5 @@ mod tests {
     fn too_many_choices_are_invalid() {
         let error = parse_chat_request(&request(json!({"n": 129}))).unwrap_err();
         assert_eq!(error.code, Some("integer_above_max_value"));
-    }
-
-    #[test]
-    fn knobs_default_without_headers() {
-        let knobs = Knobs::from_headers(KnobDefaults::default(), &HeaderMap::new()).unwrap();
-        assert_eq!(knobs.output_tokens, 20);
-        assert_eq!(knobs.tokens_per_chunk, 1);
-        assert_eq!(knobs.status, None);
-        assert!(!knobs.ignore_max_tokens);
-    }
-
-    #[test]
-    fn knobs_read_headers() {
-        let mut headers = HeaderMap::new();
-        headers.insert(OUTPUT_TOKENS_HEADER, HeaderValue::from_static("500"));
-        headers.insert(CHUNK_DELAY_HEADER, HeaderValue::from_static("20"));
-        headers.insert(IGNORE_MAX_TOKENS_HEADER, HeaderValue::from_static("true"));
-        headers.insert(STATUS_HEADER, HeaderValue::from_static("429"));
-        let knobs = Knobs::from_headers(KnobDefaults::default(), &headers).unwrap();
-        assert_eq!(knobs.output_tokens, 500);
-        assert_eq!(knobs.chunk_delay, Duration::from_millis(20));
-        assert!(knobs.ignore_max_tokens);
-        assert_eq!(knobs.status, Some(StatusCode::TOO_MANY_REQUESTS));
-    }
-
-    #[test]
-    fn knob_errors_name_the_header() {
-        let mut headers = HeaderMap::new();
-        headers.insert(STATUS_HEADER, HeaderValue::from_static("200"));
-        let error = Knobs::from_headers(KnobDefaults::default(), &headers).unwrap_err();
-        assert!(error.contains(STATUS_HEADER), "{error}");
-        let mut headers = HeaderMap::new();
-        headers.insert(TOKENS_PER_CHUNK_HEADER, HeaderValue::from_static("0"));
-        let error = Knobs::from_headers(KnobDefaults::default(), &headers).unwrap_err();
-        assert!(error.contains(TOKENS_PER_CHUNK_HEADER), "{error}");
     }
 }

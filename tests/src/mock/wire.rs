@@ -1,6 +1,7 @@
 //! OpenAI chat completion objects in the field order and with the fields that the real API
 //! sends, including its null and empty values.
 
+use super::plan::TokenCounts;
 use serde::Serialize;
 
 /// Object type of a non-streamed response.
@@ -33,13 +34,46 @@ pub struct CompletionChoice {
     pub finish_reason: &'static str,
 }
 
-/// The assistant message of a non-streamed choice.
+/// The assistant message of a non-streamed choice. `content` is null when the output is a
+/// refusal or tool calls.
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
-    pub refusal: Option<()>,
+    pub content: Option<String>,
+    pub refusal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
     pub annotations: [(); 0],
+}
+
+/// A whole tool call of a non-streamed message.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionCall,
+}
+
+/// The function and arguments of a tool call; in a streamed delta, `name` is sent only with
+/// the first arguments.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionCall {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
+}
+
+/// A piece of a tool call in a streamed delta: the first carries `id`, `type` and the
+/// function name, the others only argument text.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallDelta {
+    pub index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionCall,
 }
 
 /// One streamed event. `usage` is absent unless the request set
@@ -71,15 +105,18 @@ pub struct ChunkChoice {
 }
 
 /// The change a streamed event brings to one choice. The first event of a choice carries the
-/// role with empty content and a null refusal, the last one is empty.
+/// role with empty content and a null refusal, the last one is empty. A tool call or refusal
+/// output starts with null content instead.
 #[derive(Debug, Default, Serialize)]
 pub struct Delta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
+    pub content: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refusal: Option<Option<()>>,
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Option<String>>,
 }
 
 impl Delta {
@@ -87,15 +124,16 @@ impl Delta {
     pub fn role() -> Delta {
         Delta {
             role: Some("assistant"),
-            content: Some(String::new()),
+            content: Some(Some(String::new())),
             refusal: Some(None),
+            ..Delta::default()
         }
     }
 
     /// Returns a delta that adds `text` to the content.
     pub fn content(text: String) -> Delta {
         Delta {
-            content: Some(text),
+            content: Some(Some(text)),
             ..Delta::default()
         }
     }
@@ -114,17 +152,26 @@ pub struct Usage {
 impl Usage {
     /// Returns the usage of a request without cache hits, audio, reasoning or predictions.
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage::from_counts(&TokenCounts {
+            prompt: prompt_tokens,
+            completion: completion_tokens,
+            ..TokenCounts::default()
+        })
+    }
+
+    /// Returns the usage that reports `counts`.
+    pub fn from_counts(counts: &TokenCounts) -> Usage {
         Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens: counts.prompt,
+            completion_tokens: counts.completion,
+            total_tokens: counts.prompt + counts.completion,
             prompt_tokens_details: PromptTokensDetails {
-                cached_tokens: 0,
-                audio_tokens: 0,
+                cached_tokens: counts.cached,
+                audio_tokens: counts.audio_prompt,
             },
             completion_tokens_details: CompletionTokensDetails {
-                reasoning_tokens: 0,
-                audio_tokens: 0,
+                reasoning_tokens: counts.reasoning,
+                audio_tokens: counts.audio_completion,
                 accepted_prediction_tokens: 0,
                 rejected_prediction_tokens: 0,
             },

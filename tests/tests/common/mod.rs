@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod mock_server;
+pub mod providers;
+
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use spendfuse_tests::harness::paths;
