@@ -158,6 +158,16 @@ impl Api {
         }
     }
 
+    /// Returns the request header the provider of this API authenticates with.
+    pub fn credential_header(self) -> &'static str {
+        match self {
+            Api::OpenAiChat | Api::Responses | Api::Embeddings => "authorization",
+            Api::AzureChat => "api-key",
+            Api::Anthropic => "x-api-key",
+            Api::Gemini => "x-goog-api-key",
+        }
+    }
+
     /// True for APIs whose prompts the filter counts with another provider's tokenizer, so the
     /// estimate gets a safety margin.
     pub fn estimates_prompt(self) -> bool {
@@ -169,7 +179,7 @@ fn anthropic_type(status: u32) -> &'static str {
     match status {
         401 => "authentication_error",
         402 => "billing_error",
-        404 => "not_found_error",
+        404 | 405 => "not_found_error",
         413 => "request_too_large",
         400..=499 => "invalid_request_error",
         _ => "api_error",

@@ -153,8 +153,25 @@ pub fn parse(bytes: &[u8]) -> Result<Config, String> {
     if raw.max_request_body_bytes == 0 {
         return Err("maxRequestBodyBytes is 0: set a size in bytes, such as 16777216".into());
     }
-    if matches!(&raw.default_budget, Some(name) if name.is_empty()) {
-        return Err("defaultBudget is empty: remove it or name a budget".into());
+    if let Some(name) = &raw.default_budget {
+        let invalid = name.is_empty()
+            || name.len() > 256
+            || name.chars().any(|c| c == '{' || c == '}' || c.is_control());
+        if invalid {
+            return Err(format!(
+                "defaultBudget \"{name}\" is invalid: use 1 to 256 bytes without braces or control characters"
+            ));
+        }
+    }
+    if raw
+        .identity_headers
+        .iter()
+        .chain(&raw.identity_query_parameters)
+        .any(|name| name.trim().is_empty())
+    {
+        return Err(
+            "identityHeaders or identityQueryParameters has an empty name: remove it".into(),
+        );
     }
     Ok(Config {
         sidecar_cluster: raw.sidecar_cluster,
@@ -240,6 +257,18 @@ mod tests {
         assert!(parse_duration("f", "15").is_err());
         assert!(parse_duration("f", "ms").is_err());
         assert!(parse_duration("f", "1h").is_err());
+    }
+
+    #[test]
+    fn default_budget_with_brace_is_rejected() {
+        let error = parse(br#"{"defaultBudget": "a{b}"}"#).unwrap_err();
+        assert!(error.starts_with("defaultBudget"), "{error}");
+    }
+
+    #[test]
+    fn empty_identity_header_is_rejected() {
+        let error = parse(br#"{"identityHeaders": [""]}"#).unwrap_err();
+        assert!(error.contains("empty name"), "{error}");
     }
 
     #[test]

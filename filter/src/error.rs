@@ -23,6 +23,8 @@ pub enum FilterError {
     },
     /// The endpoint is not one the filter meters, and unmetered requests are not allowed.
     UnmeteredPath { path: String },
+    /// A method other than POST, GET, HEAD, OPTIONS or DELETE on a metered path.
+    MethodNotAllowed { method: String, path: String },
     /// An Azure deployment that `azureDeployments` does not map to a model.
     UnknownDeployment { deployment: String },
     /// The sidecar could not price the request.
@@ -103,6 +105,12 @@ impl FilterError {
                 "invalid_request_error",
                 "unmetered_endpoint".into(),
                 format!("spendfuse does not meter POST {path}, so it does not forward it."),
+            ),
+            FilterError::MethodNotAllowed { method, path } => (
+                405,
+                "invalid_request_error",
+                "method_not_allowed".into(),
+                format!("spendfuse meters {path} only for POST, not {method}: send a POST."),
             ),
             FilterError::UnknownDeployment { deployment } => (
                 400,

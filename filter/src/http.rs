@@ -12,9 +12,10 @@ use crate::stream::{StreamMeter, Verdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
-use spendfuse_protocol::{ReserveRequest, ReserveResponse, RESERVE_PATH};
+use spendfuse_protocol::{ErrorResponse, ReserveRequest, ReserveResponse, RESERVE_PATH};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// Response header that reports to the client the output limit the budget could pay for.
 pub const LOWERED_HEADER: &str = "x-spendfuse-max-tokens-lowered";
@@ -79,8 +80,7 @@ impl Http {
         let full_path = host::header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
         let path = full_path.split('?').next().unwrap_or_default();
         if method != "POST" {
-            self.phase = Phase::PassThrough;
-            return Action::Continue;
+            return self.start_other_method(config, &method, path);
         }
         let Some(route) = api::route(path) else {
             if config.allow_unmetered_paths {
@@ -93,7 +93,7 @@ impl Http {
             });
         };
         self.api = route.api;
-        let Some(budget) = budget_of(config, &full_path) else {
+        let Some(budget) = budget_of(config, route.api, &full_path) else {
             let mut names = config.identity_headers.clone();
             names.extend(
                 config
@@ -122,6 +122,21 @@ impl Http {
         Action::Pause
     }
 
+    /// Lets reads and deletes pass; another method on a metered path would reach the provider
+    /// unmetered, so it is rejected.
+    fn start_other_method(&mut self, config: &Config, method: &str, path: &str) -> Action {
+        let harmless = matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE");
+        if harmless || api::route(path).is_none() || config.allow_unmetered_paths {
+            self.phase = Phase::PassThrough;
+            return Action::Continue;
+        }
+        let method = method.to_string();
+        self.answer(FilterError::MethodNotAllowed {
+            method,
+            path: path.to_string(),
+        })
+    }
+
     fn reserve(
         &mut self,
         config: &Config,
@@ -129,6 +144,7 @@ impl Http {
         budget: String,
         body_size: usize,
     ) -> Action {
+        let started_ms = host::now_ms();
         let body = host::buffer(BufferType::HttpRequestBody, body_size);
         let options = ParseOptions {
             image_tokens: config.image_tokens,
@@ -161,12 +177,15 @@ impl Http {
                 return self.unavailable(config, format!("encoding the reserve failed: {error}"))
             }
         };
+        // Envoy starts the callout's timer from the time its event loop last read, before
+        // this callback parsed and counted the body, so that time is added to the timeout.
+        let counting = Duration::from_millis(host::now_ms().saturating_sub(started_ms));
         let sent = host::post_json(
             &config.sidecar_cluster,
             &config.sidecar_authority,
             RESERVE_PATH,
             &payload,
-            config.sidecar_timeout,
+            config.sidecar_timeout + counting,
         );
         match sent {
             Ok(token) => {
@@ -219,6 +238,16 @@ impl Http {
         let answer = match status {
             Some(200) => serde_json::from_slice::<ReserveResponse>(body)
                 .map_err(|e| format!("the reserve answer is not valid: {e}")),
+            Some(400) => {
+                // The sidecar rejects what the client sent (a limit too large to price, a budget
+                // name it cannot store): the client's error, not an outage.
+                let message = serde_json::from_slice::<ErrorResponse>(body)
+                    .map(|e| e.error)
+                    .unwrap_or_else(|_| "the budget service rejected the request".into());
+                let code = "invalid_request".to_string();
+                self.answer(FilterError::Rejected { code, message });
+                return;
+            }
             Some(status) => Err(format!("the reserve call answered status {status}")),
             None => Err("the reserve call timed out or failed".to_string()),
         };
@@ -280,13 +309,6 @@ impl Http {
 
     fn queue_settle(&mut self, forwarded: &Forwarded) {
         let settle = forwarded.settle_request();
-        let Ok(body) = serde_json::to_vec(&settle) else {
-            log::error!(
-                "#{} encoding the settle failed; the lease releases the hold",
-                self.id
-            );
-            return;
-        };
         log::debug!(
             "#{} settling {} ({:?}, {:?}): {} prompt, {} output tokens",
             self.id,
@@ -298,15 +320,13 @@ impl Http {
         );
         let mut shared = self.shared.borrow_mut();
         shared.metrics.record_settle(forwarded);
-        if let Some(dropped) = shared
-            .settles
-            .push(settle.reservation_id, body, host::now_ms())
-        {
+        if let Some(dropped) = shared.settles.push(settle, host::now_ms()) {
             log::error!(
                 "settle queue full: dropped the settle of {}",
-                dropped.reservation_id
+                dropped.reservation_id()
             );
         }
+        shared.wake_root();
     }
 
     fn meter_stream(&mut self, body_size: usize, end_of_stream: bool) {
@@ -323,9 +343,7 @@ impl Http {
             return;
         };
         let chunk = host::buffer(BufferType::HttpResponseBody, body_size);
-        let error_event = |tracker: &crate::usage::UsageTracker| {
-            api.error_event(&error, tracker.next_sequence_number())
-        };
+        let error_event = |number: u64| api.error_event(&error, number);
         if meter.severed() {
             // The error event went out on an earlier callback, so a reset now reaches the
             // client after it and closes the provider's connection.
@@ -357,10 +375,12 @@ impl Http {
 }
 
 /// Returns the budget a request charges: from its identity headers, then its query
-/// parameters, then the configured default.
-fn budget_of(config: &Config, full_path: &str) -> Option<String> {
+/// parameters, then the configured default. The header the API's provider authenticates with
+/// is tried first, so the budget charged is the one of the key the provider bills.
+fn budget_of(config: &Config, api: Api, full_path: &str) -> Option<String> {
     let headers = host::headers(MapType::HttpRequestHeaders);
-    identity::budget_name(&config.identity_headers, &headers, config.hash_identity)
+    let wanted = identity::preferred_first(&config.identity_headers, api.credential_header());
+    identity::budget_name(&wanted, &headers, config.hash_identity)
         .or_else(|| {
             config
                 .identity_query_parameters

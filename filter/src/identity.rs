@@ -13,6 +13,17 @@ pub fn query_parameter<'a>(path: &'a str, name: &str) -> Option<&'a str> {
         })
 }
 
+/// Returns `wanted` with `first` moved to the front when it is among them.
+pub fn preferred_first(wanted: &[String], first: &str) -> Vec<String> {
+    let mut ordered: Vec<String> = wanted
+        .iter()
+        .filter(|name| *name == first)
+        .cloned()
+        .collect();
+    ordered.extend(wanted.iter().filter(|name| *name != first).cloned());
+    ordered
+}
+
 /// Returns the budget name for an identity value, hashed when `hash` is set.
 pub fn budget_for_value(value: &str, hash: bool) -> String {
     if hash {
@@ -93,6 +104,21 @@ mod tests {
             budget_name(&wanted, &found, false).as_deref(),
             Some("search")
         );
+    }
+
+    #[test]
+    fn provider_header_moves_first() {
+        let wanted = vec!["authorization".to_string(), "x-api-key".to_string()];
+        assert_eq!(
+            preferred_first(&wanted, "x-api-key"),
+            vec!["x-api-key", "authorization"]
+        );
+    }
+
+    #[test]
+    fn absent_provider_header_keeps_order() {
+        let wanted = vec!["authorization".to_string(), "x-team".to_string()];
+        assert_eq!(preferred_first(&wanted, "api-key"), wanted);
     }
 
     #[test]

@@ -25,14 +25,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a settle by its usage source, and the meter's drift from provider usage: the
+    /// Counts a settle by its usage source (a charge of the amount held counts as metered), and the meter's drift from provider usage: the
     /// absolute difference between the visible output the provider reported (completion
     /// minus hidden reasoning tokens) and what the meter counted.
     pub fn record_settle(&self, forwarded: &Forwarded) {
         let (usage, source) = forwarded.usage();
         match source {
             UsageSource::Provider => increment(self.settles_provider, 1),
-            UsageSource::Metered => increment(self.settles_metered, 1),
+            UsageSource::Metered | UsageSource::Reservation => increment(self.settles_metered, 1),
         }
         let Some(metered) = forwarded.metered_output() else {
             return;

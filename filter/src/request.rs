@@ -103,6 +103,10 @@ impl LlmRequest {
             (None, None) => required_model(&body)?,
         };
         let encoding = Encoding::for_model(&model);
+        let options = &ParseOptions {
+            image_tokens: tokens::image_tokens_for(&model, options.image_tokens),
+            ..options.clone()
+        };
         let fields = match route.api {
             Api::OpenAiChat | Api::AzureChat => chat_fields(&body, encoding, options)?,
             Api::Responses => responses_fields(&body, encoding, options)?,

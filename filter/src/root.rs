@@ -27,6 +27,19 @@ pub struct Shared {
     pub resets: BTreeSet<u32>,
     /// Counters.
     pub metrics: Metrics,
+    /// Shared queue whose messages wake the root context to send new settles at once.
+    pub wakeup_queue: Option<u32>,
+}
+
+impl Shared {
+    /// Asks the root context to send queued settles now instead of at its next tick.
+    pub fn wake_root(&self) {
+        if let Some(queue) = self.wakeup_queue {
+            if let Err(status) = hostcalls::enqueue_shared_queue(queue, Some(b"settle")) {
+                log::debug!("waking the root context failed: {status:?}");
+            }
+        }
+    }
 }
 
 /// The plugin's root context; one per VM.
@@ -44,6 +57,21 @@ impl Root {
             config: None,
             shared: Rc::new(RefCell::new(Shared::default())),
         }
+    }
+
+    /// Registers this VM's wake-up queue under a random name, because every worker's VM runs
+    /// the same code and a shared name would deliver every wake-up to one of them.
+    fn register_wakeup_queue(&self) -> Option<u32> {
+        use std::hash::BuildHasher;
+        let unique = std::collections::hash_map::RandomState::new().hash_one(self.context_id);
+        let name = format!("spendfuse_settles_{unique:016x}");
+        hostcalls::register_shared_queue(&name)
+            .map_err(|status| {
+                log::warn!(
+                    "registering the settle queue failed, settles wait for ticks: {status:?}"
+                )
+            })
+            .ok()
     }
 
     fn reset_severed_streams(&mut self) {
@@ -72,20 +100,25 @@ impl Root {
         let now = host::now_ms();
         let due = self.shared.borrow_mut().settles.take_due(now);
         for pending in due {
-            let sent = host::post_json(
-                &config.sidecar_cluster,
-                &config.sidecar_authority,
-                SETTLE_PATH,
-                &pending.body,
-                SETTLE_TIMEOUT,
-            );
+            let sent = serde_json::to_vec(&pending.request)
+                .map_err(|error| format!("encoding failed: {error}"))
+                .and_then(|body| {
+                    host::post_json(
+                        &config.sidecar_cluster,
+                        &config.sidecar_authority,
+                        SETTLE_PATH,
+                        &body,
+                        SETTLE_TIMEOUT,
+                    )
+                    .map_err(|status| format!("{status:?}"))
+                });
             let mut shared = self.shared.borrow_mut();
             match sent {
                 Ok(token) => shared.settles.sent(token, pending),
-                Err(status) => {
+                Err(error) => {
                     log::warn!(
-                        "settle of {} not sent ({status:?}); retrying",
-                        pending.reservation_id
+                        "settle of {} not sent ({error}); retrying",
+                        pending.reservation_id()
                     );
                     log_outcome(shared.settles.retry(pending, now));
                 }
@@ -98,6 +131,9 @@ fn log_outcome(outcome: Outcome) {
     match outcome {
         Outcome::Done(id) => log::debug!("settle of {id} accepted"),
         Outcome::Retrying(id) => log::warn!("settle of {id} failed; retrying with backoff"),
+        Outcome::ChargingHold(id) => {
+            log::warn!("settle of {id} rejected its usage; charging the amount held instead")
+        }
         Outcome::GaveUp(id) => {
             log::error!(
                 "settle of {id} failed too often and was dropped; its lease releases the hold"
@@ -130,8 +166,14 @@ impl RootContext for Root {
             }
         };
         self.shared.borrow_mut().metrics = Metrics::define();
-        if !Encoding::O200kBase.warm_up() {
-            log::error!("the o200k_base tokenizer could not be built; counts fall back to bytes");
+        self.shared.borrow_mut().wakeup_queue = self.register_wakeup_queue();
+        // Built here, not on the first request, because building takes about 100 ms each.
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            if !encoding.warm_up() {
+                log::error!(
+                    "the {encoding:?} tokenizer could not be built; counts fall back to bytes"
+                );
+            }
         }
         if let Err(status) = hostcalls::set_tick_period(config.tick_period) {
             log::error!("setting the tick period failed: {status:?}");
@@ -144,6 +186,13 @@ impl RootContext for Root {
         );
         self.config = Some(Rc::new(config));
         true
+    }
+
+    fn on_queue_ready(&mut self, queue: u32) {
+        while let Ok(Some(_)) = hostcalls::dequeue_shared_queue(queue) {}
+        if let Some(config) = self.config.clone() {
+            self.send_due_settles(&config);
+        }
     }
 
     fn on_tick(&mut self) {

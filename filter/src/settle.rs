@@ -78,10 +78,11 @@ impl Forwarded {
         }
     }
 
+    /// Usage that asks the sidecar to charge the amount held; the counts are for logs only.
     fn reserved_usage(&self) -> (Usage, UsageSource) {
         (
             Usage::text(self.request.prompt_tokens, self.allowance()),
-            UsageSource::Metered,
+            UsageSource::Reservation,
         )
     }
 
@@ -92,6 +93,9 @@ impl Forwarded {
     /// filter's estimate, and the output is the larger of the partial report and the meter.
     pub fn usage(&self) -> (Usage, UsageSource) {
         match &self.response {
+            // A non-streamed answer is generated and billed whole even when the client leaves
+            // before it arrives. A stream with no response yet has spent its prompt.
+            Response::Waiting if !self.request.stream => self.reserved_usage(),
             Response::Waiting => partial(None, self.request.prompt_tokens, 0),
             Response::UpstreamError => (Usage::default(), UsageSource::Provider),
             Response::Unreadable => self.reserved_usage(),

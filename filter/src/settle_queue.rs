@@ -1,5 +1,6 @@
-//! Settles waiting to be sent to the sidecar, retried with backoff until one is answered.
+//! Settles waiting to be sent to the sidecar, retried with backoff until one is accepted.
 
+use spendfuse_protocol::{SettleRequest, UsageSource};
 use std::collections::{HashMap, VecDeque};
 
 /// First retry delay, in milliseconds; it doubles with each failure.
@@ -12,15 +13,20 @@ const MAX_ATTEMPTS: u32 = 200;
 /// Most settles kept waiting per VM; past it the oldest is dropped and logged.
 const MAX_WAITING: usize = 10_000;
 
-/// One settle call body with its retry state.
+/// One settle call with its retry state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingSettle {
-    /// Reservation the settle names, for logs.
-    pub reservation_id: String,
-    /// JSON body of the settle call.
-    pub body: Vec<u8>,
+    /// The settle call.
+    pub request: SettleRequest,
     attempts: u32,
     due_ms: u64,
+}
+
+impl PendingSettle {
+    /// Reservation the settle names, for logs.
+    pub fn reservation_id(&self) -> &str {
+        &self.request.reservation_id
+    }
 }
 
 /// What happened to a settle whose answer came back.
@@ -30,6 +36,8 @@ pub enum Outcome {
     Done(String),
     /// It failed and will be sent again.
     Retrying(String),
+    /// The sidecar rejected its usage; it will be sent again to charge the amount held.
+    ChargingHold(String),
     /// It failed too often and was dropped.
     GaveUp(String),
     /// The token named no settle in flight.
@@ -44,21 +52,15 @@ pub struct SettleQueue {
 }
 
 impl SettleQueue {
-    /// Queues a settle to be sent at the next tick. Returns the dropped settle when full.
-    pub fn push(
-        &mut self,
-        reservation_id: String,
-        body: Vec<u8>,
-        now_ms: u64,
-    ) -> Option<PendingSettle> {
+    /// Queues a settle to be sent at once. Returns the dropped settle when full.
+    pub fn push(&mut self, request: SettleRequest, now_ms: u64) -> Option<PendingSettle> {
         let dropped = if self.waiting.len() >= MAX_WAITING {
             self.waiting.pop_front()
         } else {
             None
         };
         self.waiting.push_back(PendingSettle {
-            reservation_id,
-            body,
+            request,
             attempts: 0,
             due_ms: now_ms,
         });
@@ -82,26 +84,34 @@ impl SettleQueue {
     pub fn retry(&mut self, mut pending: PendingSettle, now_ms: u64) -> Outcome {
         pending.attempts += 1;
         if pending.attempts >= MAX_ATTEMPTS {
-            return Outcome::GaveUp(pending.reservation_id);
+            return Outcome::GaveUp(pending.request.reservation_id);
         }
         let shift = pending.attempts.min(16);
         let delay = FIRST_RETRY_MS.saturating_mul(1 << shift).min(MAX_RETRY_MS);
         pending.due_ms = now_ms.saturating_add(delay);
-        let id = pending.reservation_id.clone();
+        let id = pending.request.reservation_id.clone();
         self.waiting.push_back(pending);
         Outcome::Retrying(id)
     }
 
-    /// Handles the answer to `token`: `status` is `None` when the call timed out or failed.
+    /// Handles the response to `token`: `status` is `None` when the call timed out or failed.
     ///
     /// 200 and 404 end a settle: 404 means the sidecar has no such reservation, which a retry
-    /// cannot change. Anything else is retried.
+    /// cannot change. A 400 rejects the usage, so the settle is sent again at once to charge
+    /// the amount held instead. Anything else is retried with backoff.
     pub fn answered(&mut self, token: u32, status: Option<u32>, now_ms: u64) -> Outcome {
-        let Some(pending) = self.in_flight.remove(&token) else {
+        let Some(mut pending) = self.in_flight.remove(&token) else {
             return Outcome::UnknownToken;
         };
         match status {
-            Some(200) | Some(404) => Outcome::Done(pending.reservation_id),
+            Some(200) | Some(404) => Outcome::Done(pending.request.reservation_id),
+            Some(400) if pending.request.source != UsageSource::Reservation => {
+                pending.request.source = UsageSource::Reservation;
+                pending.due_ms = now_ms;
+                let id = pending.request.reservation_id.clone();
+                self.waiting.push_back(pending);
+                Outcome::ChargingHold(id)
+            }
             _ => self.retry(pending, now_ms),
         }
     }
@@ -120,10 +130,22 @@ impl SettleQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spendfuse_protocol::{Ending, Usage};
+
+    fn request(id: &str) -> SettleRequest {
+        SettleRequest {
+            reservation_id: id.into(),
+            budget: "team".into(),
+            model: "gpt-4o".into(),
+            usage: Usage::text(1, 1),
+            source: UsageSource::Provider,
+            ending: Ending::Completed,
+        }
+    }
 
     fn queue_with_one() -> SettleQueue {
         let mut queue = SettleQueue::default();
-        queue.push("r1".into(), b"{}".to_vec(), 1000);
+        queue.push(request("r1"), 1000);
         queue
     }
 
@@ -194,9 +216,37 @@ mod tests {
     fn full_queue_drops_oldest() {
         let mut queue = SettleQueue::default();
         for i in 0..MAX_WAITING {
-            queue.push(format!("r{i}"), Vec::new(), 0);
+            queue.push(request(&format!("r{i}")), 0);
         }
-        let dropped = queue.push("last".into(), Vec::new(), 0);
-        assert_eq!(dropped.map(|p| p.reservation_id), Some("r0".to_string()));
+        let dropped = queue.push(request("last"), 0);
+        assert_eq!(
+            dropped.map(|p| p.request.reservation_id),
+            Some("r0".to_string())
+        );
+    }
+
+    #[test]
+    fn rejected_usage_is_resent_to_charge_hold() {
+        let mut queue = queue_with_one();
+        let pending = queue.take_due(1000).remove(0);
+        queue.sent(7, pending);
+        assert_eq!(
+            queue.answered(7, Some(400), 1000),
+            Outcome::ChargingHold("r1".into())
+        );
+        let resent = queue.take_due(1000).remove(0);
+        assert_eq!(resent.request.source, UsageSource::Reservation);
+    }
+
+    #[test]
+    fn rejected_hold_charge_backs_off() {
+        let mut queue = queue_with_one();
+        let mut pending = queue.take_due(1000).remove(0);
+        pending.request.source = UsageSource::Reservation;
+        queue.sent(7, pending);
+        assert_eq!(
+            queue.answered(7, Some(400), 1000),
+            Outcome::Retrying("r1".into())
+        );
     }
 }

@@ -47,15 +47,15 @@ impl StreamMeter {
     /// Meters one body chunk and appends to `out` the bytes to hand on in its place.
     ///
     /// Events pass unchanged once complete; an incomplete event waits for its next chunk. The
-    /// event that would pass the allowance is replaced by what `error_event` returns, given the
-    /// tracker for the provider's sequence numbers. After a sever nothing more is handed on,
-    /// but every output token seen is still counted.
+    /// event that would pass the allowance is replaced by what `error_event` returns for the
+    /// sequence number after the last event handed on (the Responses API numbers its events).
+    /// After a sever nothing more is handed on, but every output token seen is still counted.
     pub fn process(
         &mut self,
         chunk: &[u8],
         end_of_stream: bool,
         out: &mut Vec<u8>,
-        error_event: impl Fn(&UsageTracker) -> String,
+        error_event: impl Fn(u64) -> String,
     ) -> Verdict {
         let mut items = std::mem::take(&mut self.items);
         self.parser.feed(chunk, &mut items);
@@ -74,12 +74,7 @@ impl StreamMeter {
         }
     }
 
-    fn handle(
-        &mut self,
-        item: SseItem,
-        out: &mut Vec<u8>,
-        error_event: &impl Fn(&UsageTracker) -> String,
-    ) {
+    fn handle(&mut self, item: SseItem, out: &mut Vec<u8>, error_event: &impl Fn(u64) -> String) {
         let event = match item {
             SseItem::Event(event) => event,
             SseItem::Oversized(bytes) => {
@@ -89,6 +84,7 @@ impl StreamMeter {
                 return;
             }
         };
+        let next_sequence_number = self.tracker.next_sequence_number();
         let info = self.tracker.read_event(&event);
         self.output_tokens = self.output_tokens.saturating_add(info.output_tokens);
         if self.severed {
@@ -96,7 +92,7 @@ impl StreamMeter {
         }
         if self.output_tokens > self.allowance {
             self.severed = true;
-            out.extend_from_slice(error_event(&self.tracker).as_bytes());
+            out.extend_from_slice(error_event(next_sequence_number).as_bytes());
             return;
         }
         if !(self.drop_usage_chunk && info.usage_only) {
@@ -141,7 +137,7 @@ mod tests {
 
     const ERROR_EVENT: &str = "data: {\"error\":{}}\n\n";
 
-    fn error_event(_: &UsageTracker) -> String {
+    fn error_event(_: u64) -> String {
         ERROR_EVENT.to_string()
     }
 

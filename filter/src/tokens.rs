@@ -10,8 +10,37 @@ pub const TOKENS_PER_MESSAGE: u64 = 3;
 const TOKENS_PER_NAME: u64 = 1;
 /// Tokens that prime the assistant's reply.
 pub const REPLY_PRIMING_TOKENS: u64 = 3;
-/// Tokens of an image sent with `detail: "low"`.
+/// Tokens of an image sent with `detail: "low"` to gpt-4o, and of the largest common image
+/// at high detail (85 + 6 tiles of 170), whose ratio scales low detail for other models.
 const LOW_DETAIL_IMAGE_TOKENS: u64 = 85;
+const HIGH_DETAIL_IMAGE_TOKENS: u64 = 1105;
+/// gpt-4o-mini counts about 33.3 times gpt-4o's tokens for one image (2833 + 5667 per tile).
+const GPT_4O_MINI_IMAGE_FACTOR: u64 = 34;
+/// Models that count images in 32-pixel patches, at most 1536 patches times a model factor
+/// of up to 2.46, so about 3779 tokens.
+const PATCH_IMAGE_MODELS: [&str; 5] = [
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "o4-mini",
+    "gpt-5-mini",
+    "gpt-5-nano",
+];
+const PATCH_IMAGE_TOKENS: u64 = 3800;
+
+/// Returns the tokens to reserve for one high-detail image sent to `model`, given the
+/// configured figure for gpt-4o-class models.
+pub fn image_tokens_for(model: &str, configured: u64) -> u64 {
+    if model.starts_with("gpt-4o-mini") {
+        configured.saturating_mul(GPT_4O_MINI_IMAGE_FACTOR)
+    } else if PATCH_IMAGE_MODELS
+        .iter()
+        .any(|prefix| model.starts_with(prefix))
+    {
+        configured.max(PATCH_IMAGE_TOKENS)
+    } else {
+        configured
+    }
+}
 
 /// The tokenizer a model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,11 +178,13 @@ fn part_tokens(encoding: Encoding, part: &Value, image_tokens: u64) -> u64 {
             .pointer("/image_url/detail")
             .or_else(|| part.get("detail"))
             .and_then(Value::as_str);
-        return if detail == Some("low") {
-            LOW_DETAIL_IMAGE_TOKENS
-        } else {
-            image_tokens
-        };
+        if detail != Some("low") {
+            return image_tokens;
+        }
+        // Low detail scales with the model's image cost: 85 for gpt-4o, more for gpt-4o-mini.
+        let scaled =
+            image_tokens.saturating_mul(LOW_DETAIL_IMAGE_TOKENS) / HIGH_DETAIL_IMAGE_TOKENS;
+        return scaled.max(LOW_DETAIL_IMAGE_TOKENS).min(image_tokens);
     }
     if kind == "tool_result" {
         if let Some(content) = part.get("content") {
@@ -225,6 +256,13 @@ mod tests {
         let low = prompt_tokens(Encoding::O200kBase, &message("low"), None, 1000);
         let high = prompt_tokens(Encoding::O200kBase, &message("high"), None, 1000);
         assert_eq!(high - low, 1000 - LOW_DETAIL_IMAGE_TOKENS);
+    }
+
+    #[test]
+    fn mini_images_cost_more_tokens() {
+        assert_eq!(image_tokens_for("gpt-4o-mini-2024-07-18", 1105), 1105 * 34);
+        assert_eq!(image_tokens_for("gpt-4.1-nano", 1105), 3800);
+        assert_eq!(image_tokens_for("gpt-4o", 1105), 1105);
     }
 
     #[test]

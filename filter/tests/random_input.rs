@@ -6,6 +6,7 @@
 #![allow(clippy::indexing_slicing, clippy::expect_used, clippy::panic)]
 
 use spendfuse_filter::api::{route, Api};
+use spendfuse_filter::error::FilterError;
 use spendfuse_filter::request::{LlmRequest, ParseOptions};
 use spendfuse_filter::sse::DEFAULT_MAX_EVENT_BYTES;
 use spendfuse_filter::stream::StreamMeter;
@@ -106,14 +107,12 @@ fn meter_in_chunks(rng: &mut Rng, api: Api, input: &[u8]) {
     let mut rest = input;
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(1 + rng.below(rest.len()));
-        meter.process(chunk, tail.is_empty(), &mut out, |tracker| {
-            api.error_event(
-                &spendfuse_filter::error::FilterError::AllowanceSpent {
-                    budget: "b".into(),
-                    output_tokens: 1,
-                },
-                tracker.next_sequence_number(),
-            )
+        let error = FilterError::AllowanceSpent {
+            budget: "b".into(),
+            output_tokens: 1,
+        };
+        meter.process(chunk, tail.is_empty(), &mut out, |number| {
+            api.error_event(&error, number)
         });
         assert!(
             meter.pending_bytes() <= DEFAULT_MAX_EVENT_BYTES,

@@ -113,6 +113,9 @@ pub enum UsageSource {
     Provider,
     /// The filter counted the output it forwarded; the prompt is the filter's count.
     Metered,
+    /// Nothing could be counted (an unreadable response, or one that never arrived): charge
+    /// the amount held, whatever `usage` says.
+    Reservation,
 }
 
 /// Token counts of one finished request, normalised from each provider's usage report.

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use spendfuse_protocol::{
     Denial, Grant, Rejection, ReserveRequest, ReserveResponse, SettleRequest, SettleResponse,
-    RESERVE_PATH, SETTLE_PATH,
+    UsageSource, RESERVE_PATH, SETTLE_PATH,
 };
 
 use crate::admin;
@@ -156,19 +156,16 @@ async fn settle(
     check_reservation_id(&request.reservation_id)?;
     check_usage(&request.usage)?;
     let reservation_id = request.reservation_id;
-    let pricing = state.pricing.current();
-    let charge = match pricing.price(&request.model) {
-        Some(price) => Charge::Actual(settle_cost(price, &request.usage)?),
-        None => {
-            // Only possible when the pricing changed after the reserve. Charging the hold keeps
-            // the cap, because forgetting the charge would let the spend escape it.
+    let charge = settle_charge(&state, &request.model, &request.usage, request.source)?
+        .unwrap_or_else(|reason| {
+            // Charging the hold keeps the cap: forgetting the charge would let the spend
+            // escape it.
             tracing::warn!(
-                %reservation_id, %budget, model = %request.model,
-                "settle of a model with no price charges the amount held"
+                %reservation_id, %budget, model = %request.model, %reason,
+                "settle charges the amount held"
             );
             Charge::Held
-        }
-    };
+        });
 
     let outcome = state.store.settle(&budget, &reservation_id, charge).await?;
     let (settlement, already_settled) = match outcome {
@@ -192,6 +189,25 @@ async fn settle(
         overrun_nano_usd: settlement.overrun_nano,
         already_settled,
     }))
+}
+
+/// Prices a settle's usage. The inner `Err` says why the amount held is charged instead: the
+/// filter could not count the usage, or the model has no price (the pricing changed after the
+/// reserve).
+fn settle_charge(
+    state: &AppState,
+    model: &str,
+    usage: &spendfuse_protocol::Usage,
+    source: UsageSource,
+) -> Result<Result<Charge, String>, Error> {
+    if source == UsageSource::Reservation {
+        return Ok(Err("the filter could not count the usage".into()));
+    }
+    let pricing = state.pricing.current();
+    let Some(price) = pricing.price(model) else {
+        return Ok(Err(format!("model {model} has no price")));
+    };
+    Ok(Ok(Charge::Actual(settle_cost(price, usage)?)))
 }
 
 /// Returns 200 while the process runs.

@@ -314,3 +314,13 @@ async fn model_priced_out_after_reserve_charges_the_hold() {
         .await;
     assert_eq!(settled.charged_nano_usd, 100 * 2_500 + 500 * 10_000);
 }
+
+#[tokio::test]
+async fn reservation_source_charges_the_hold() {
+    let env = TestEnv::new();
+    let id = reserve_team(&env, 1_000_000_000).await;
+    let mut request = settle_request("team", "gpt-4o", &id, 1, 0, 1);
+    request.source = spendfuse_protocol::UsageSource::Reservation;
+    let settled = env.settle(&request).await;
+    assert_eq!(settled.charged_nano_usd, 100 * 2_500 + 500 * 10_000);
+}

@@ -93,6 +93,8 @@ async fn anthropic_error_event_settles_what_was_used() {
     let response = endpoint
         .post(&stack, Some(&key), &endpoint.body(true))
         .header("x-mock-error-after-tokens", "10")
+        // Slow enough that the hold is still there when the test reads it.
+        .header("x-mock-chunk-delay-ms", "30")
         .send()
         .await
         .expect("answer");

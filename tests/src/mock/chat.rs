@@ -31,7 +31,11 @@ pub(super) async fn chat_completions(
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
+    let delay = super::knobs::response_delay(&headers);
     let incoming = state.receive(Provider::OpenAiChat, &uri, headers, &body);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut response = serve(incoming, Flavour::OpenAi, None);
     let request_id = format!("req_{}", Rng::new().hex(32));
     set_headers(

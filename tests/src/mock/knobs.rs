@@ -5,6 +5,7 @@
 //! | `x-mock-output-tokens` | count | visible output tokens per choice before the request's maximum applies |
 //! | `x-mock-tokens-per-chunk` | count, at least 1 | output tokens per streamed event per choice |
 //! | `x-mock-chunk-delay-ms` | milliseconds | pause before each streamed output event |
+//! | `x-mock-response-delay-ms` | milliseconds | OpenAI chat: pause before any response, as a slow provider does |
 //! | `x-mock-ignore-max-tokens` | flag | keep generating past the request's maximum |
 //! | `x-mock-status` | 400..=599 | return this error status in the provider's format and generate nothing |
 //! | `x-mock-no-usage` | flag | leave usage out, as some compatible servers do |
@@ -26,6 +27,15 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use std::time::Duration;
+
+/// Header that delays the whole response of an OpenAI chat request.
+pub const RESPONSE_DELAY_HEADER: &str = "x-mock-response-delay-ms";
+
+/// Returns the response delay a request asks for, if any.
+pub fn response_delay(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RESPONSE_DELAY_HEADER)?.to_str().ok()?;
+    value.trim().parse().ok().map(Duration::from_millis)
+}
 
 /// Header that sets how many output tokens each choice generates.
 pub const OUTPUT_TOKENS_HEADER: &str = "x-mock-output-tokens";
