@@ -46,8 +46,12 @@ local max_output_nano = tonumber(ARGV[7])
 local lease_ms = tonumber(ARGV[8])
 local retention_ms = tonumber(ARGV[9])
 
--- Formats an integer-valued number for a Redis argument without an exponent.
+-- Formats an integer-valued number for a Redis argument without an exponent. Zero is written
+-- as "0", because "%.0f" writes negative zero as "-0", which HINCRBY rejects.
 local function int(n)
+  if n == 0 then
+    return "0"
+  end
   return string.format("%.0f", n)
 end
 

@@ -33,8 +33,12 @@ local reservation_id = ARGV[1]
 local actual_nano = tonumber(ARGV[2])
 local retention_ms = tonumber(ARGV[3])
 
--- Formats an integer-valued number for a Redis argument without an exponent.
+-- Formats an integer-valued number for a Redis argument without an exponent. Zero is written
+-- as "0", because "%.0f" writes negative zero as "-0", which HINCRBY rejects.
 local function int(n)
+  if n == 0 then
+    return "0"
+  end
   return string.format("%.0f", n)
 end
 

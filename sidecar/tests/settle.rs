@@ -324,3 +324,38 @@ async fn reservation_source_charges_the_hold() {
     let settled = env.settle(&request).await;
     assert_eq!(settled.charged_nano_usd, 100 * 2_500 + 500 * 10_000);
 }
+
+/// Replaces the prices with one free model, `free-model`.
+fn price_free_model(env: &TestEnv) {
+    let free = "checked = \"2026-01-01\"\n[models.\"free-model\"]\ninput = \"0\"\noutput = \"0\"\n";
+    env.state.pricing.replace(Pricing::from_toml(free).unwrap());
+}
+
+#[tokio::test]
+async fn expired_free_hold_keeps_budget_usable() {
+    let env = TestEnv::new();
+    env.create_budget("team", 1_000_000_000).await;
+    price_free_model(&env);
+    let mut request = reserve_request("team", "free-model", 100, 500, 16);
+    request.lease_ms = 200;
+    env.reserve_granted(&request).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let next = env
+        .reserve(&reserve_request("team", "free-model", 1, 1, 1))
+        .await;
+    assert!(matches!(next, ReserveResponse::Granted(_)), "{next:?}");
+}
+
+#[tokio::test]
+async fn free_hold_settles() {
+    let env = TestEnv::new();
+    env.create_budget("team", 1_000_000_000).await;
+    price_free_model(&env);
+    let id = env
+        .reserve_granted(&reserve_request("team", "free-model", 100, 500, 16))
+        .await;
+    let settled = env
+        .settle(&settle_request("team", "free-model", &id, 100, 0, 40))
+        .await;
+    assert_eq!(settled.charged_nano_usd, 0);
+}
