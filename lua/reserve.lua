@@ -26,7 +26,7 @@
 --
 -- Returns {outcome, output_tokens, reserved, limit, remaining}, all integers:
 --   outcome  1  granted: output_tokens per choice are held, reserved is the amount held in
---               nano-dollars, remaining = limit - spent - reserved after the hold.
+--               nano-dollars, remaining = limit - spent - reserved - overrun after the hold.
 --   outcome  0  denied: output_tokens and reserved are 0, remaining is what the budget had
 --               before this request (0 when spent + reserved is above the limit).
 --   outcome -1  unknown budget (KEYS[1] has no limit field): the other fields are 0.
@@ -112,7 +112,9 @@ if limit == nil then
 end
 local spent = tonumber(redis.call("HGET", budget_key, "spent")) or 0
 local reserved = tonumber(redis.call("HGET", budget_key, "reserved")) or 0
-local room = limit - spent - reserved
+-- Overrun is cost the provider billed past the limit, so it takes room like spend does.
+local overrun = tonumber(redis.call("HGET", budget_key, "overrun")) or 0
+local room = limit - spent - reserved - overrun
 
 local output_tokens = -1
 local amount = 0

@@ -2,8 +2,10 @@
 --
 -- A held reservation leaves the lease set and its whole amount leaves `reserved`. An expired
 -- one was released already, so nothing is released again. Then the actual cost is charged as
--- far as the budget has room: charged = min(actual, max(limit - spent - reserved, 0)). The rest
--- is recorded in the budget's `overrun` counter, not charged, so spent never passes the limit.
+-- far as the budget has room:
+--   charged = min(actual, max(limit - spent - reserved - overrun, 0))
+-- The rest is added to the budget's `overrun` counter, not charged, so spent never passes the
+-- limit; overrun is cost the provider billed past it, so it takes room like spend does.
 -- A settled reservation keeps its numbers, and a repeated settle returns them unchanged.
 --
 -- Money is integer nano-dollars (1 USD = 10^9), every amount below 2^53. The script reads no
@@ -67,7 +69,8 @@ end
 local limit = tonumber(redis.call("HGET", budget_key, "limit")) or 0
 local spent = tonumber(redis.call("HGET", budget_key, "spent")) or 0
 local reserved = tonumber(redis.call("HGET", budget_key, "reserved")) or 0
-local room = limit - spent - reserved
+local overrun_before = tonumber(redis.call("HGET", budget_key, "overrun")) or 0
+local room = limit - spent - reserved - overrun_before
 if room < 0 then
   room = 0
 end

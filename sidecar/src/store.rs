@@ -159,11 +159,14 @@ pub struct BudgetState {
 }
 
 impl BudgetState {
-    /// Returns what the budget can still reserve: limit - spent - reserved, or 0 when that is
-    /// negative.
+    /// Returns what the budget can still reserve: limit - spent - reserved - overrun, or 0 when
+    /// that is negative. Overrun is money the provider billed past the limit, so it counts.
     pub fn remaining_nano(&self) -> u64 {
-        self.limit_nano
-            .saturating_sub(self.spent_nano.saturating_add(self.reserved_nano))
+        let used = self
+            .spent_nano
+            .saturating_add(self.reserved_nano)
+            .saturating_add(self.overrun_nano);
+        self.limit_nano.saturating_sub(used)
     }
 }
 

@@ -359,3 +359,14 @@ async fn free_hold_settles() {
         .await;
     assert_eq!(settled.charged_nano_usd, 0);
 }
+
+#[tokio::test]
+async fn overrun_counts_against_a_raised_limit() {
+    let env = TestEnv::new();
+    let id = reserve_team(&env, 5_250_000).await;
+    // 10_000 nano-dollars over the hold of 5_250_000, recorded as overrun.
+    env.settle(&settle_request("team", "gpt-4o", &id, 100, 0, 501))
+        .await;
+    env.create_budget("team", 5_260_000).await;
+    assert_eq!(env.budget_state("team").await.remaining_nano(), 0);
+}
