@@ -13,7 +13,7 @@ use spendfuse_sidecar::config::{admin_token, Args, ADMIN_TOKEN_ENV};
 use spendfuse_sidecar::reload::{
     spawn_sighup_reload, watch_pricing_file, SharedPricing, POLL_INTERVAL,
 };
-use spendfuse_sidecar::store::{BudgetName, Store};
+use spendfuse_sidecar::store::{BudgetId, BudgetUpdate, Store, StoreOptions};
 use spendfuse_sidecar::{budgets, router, AppState};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -90,7 +90,11 @@ async fn run(args: Args) -> Result<(), String> {
         None => Vec::new(),
     };
 
-    let store = Store::open(&args.redis_url).map_err(|error| error.to_string())?;
+    let options = StoreOptions {
+        utc_offset_minutes: args.utc_offset_minutes,
+        clock_shift_ms: 0,
+    };
+    let store = Store::connect(&args.redis_target(), options).map_err(|e| e.to_string())?;
     let started = tokio::select! {
         result = prepare_redis(&store, &limits) => Some(result),
         _ = stopped(stop.clone()) => None,
@@ -116,6 +120,7 @@ async fn run(args: Args) -> Result<(), String> {
         store,
         pricing,
         admin_token,
+        metrics: Default::default(),
     };
     tracing::info!(address = %args.listen, "listening");
 
@@ -140,7 +145,7 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 /// Loads the scripts, retrying until Redis responds, then applies the budgets file.
-async fn prepare_redis(store: &Store, limits: &[(BudgetName, u64)]) -> Result<(), String> {
+async fn prepare_redis(store: &Store, limits: &[(BudgetId, BudgetUpdate)]) -> Result<(), String> {
     let mut delay = STARTUP_RETRY_MIN;
     let hashes = loop {
         match store.load_scripts().await {
@@ -164,11 +169,11 @@ async fn prepare_redis(store: &Store, limits: &[(BudgetName, u64)]) -> Result<()
         "scripts loaded"
     );
 
-    for (name, limit_nano) in limits {
+    for (id, update) in limits {
         store
-            .set_limit(name, *limit_nano)
+            .update_budget(id, update)
             .await
-            .map_err(|error| format!("cannot apply the limit of budget {name}: {error}"))?;
+            .map_err(|error| format!("cannot apply the limits of budget {id}: {error}"))?;
     }
     tracing::info!(budgets = limits.len(), "budgets loaded");
     Ok(())

@@ -166,6 +166,7 @@ impl TestEnv {
             store: store.clone(),
             pricing,
             admin_token,
+            metrics: Default::default(),
         };
         let app = router(state.clone());
         TestEnv {
@@ -283,12 +284,14 @@ pub fn reserve_request(
 ) -> ReserveRequest {
     ReserveRequest {
         budget: budget.into(),
+        parents: Vec::new(),
         model: model.into(),
         prompt_tokens: prompt,
         max_output_tokens: max,
         min_output_tokens: min,
         choices: 1,
         lease_ms: 60_000,
+        loop_check: None,
     }
 }
 
@@ -304,6 +307,7 @@ pub fn settle_request(
     SettleRequest {
         reservation_id: reservation_id.into(),
         budget: budget.into(),
+        parents: Vec::new(),
         model: model.into(),
         usage: Usage {
             prompt_tokens: prompt,
@@ -326,6 +330,7 @@ pub fn settle_usage(
     SettleRequest {
         reservation_id: reservation_id.into(),
         budget: budget.into(),
+        parents: Vec::new(),
         model: model.into(),
         usage,
         source: UsageSource::Provider,
