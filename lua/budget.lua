@@ -106,7 +106,8 @@ if action == "put" then
   redis.call("HSETNX", budget_key, "shadow", "0")
 elseif action == "delete" then
   local before = state_reply()
-  redis.call("DEL", budget_key, window_key(prefix, name, "lifetime", now_ms, offset_ms))
+  local lifetime_key = window_key(prefix, name, "lifetime", now_ms, offset_ms)
+  redis.call("DEL", budget_key, lifetime_key)
   return before
 elseif action == "reset" then
   local kind = ARGV[6]

@@ -442,3 +442,125 @@ impl Drop for SidecarProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Three redis-server masters in cluster mode on free loopback ports, each with its own
+/// directory, joined by `redis-cli --cluster create`. Killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts the three masters, creates the cluster and waits until it reports `ok`.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("create the cluster's directory");
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            ports: Vec::new(),
+            _dir: dir,
+        };
+        for index in 0..3 {
+            let port = free_port();
+            let node_dir = cluster._dir.path().join(format!("node{index}"));
+            std::fs::create_dir(&node_dir).expect("create a cluster node's directory");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server in cluster mode");
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+        }
+        for &port in &cluster.ports {
+            wait_for_ping(port);
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            status.success(),
+            "redis-cli --cluster create failed: {status}"
+        );
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Node URLs for the sidecar's cluster option.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    fn wait_until_ok(&self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            let ready = self.ports.iter().all(|port| {
+                Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .map(|output| {
+                        String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok")
+                    })
+                    .unwrap_or(false)
+            });
+            if ready {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the Redis cluster on ports {:?} did not reach cluster_state:ok within {START_DEADLINE:?}", self.ports);
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+fn wait_for_ping(port: u16) {
+    let deadline = Instant::now() + START_DEADLINE;
+    while Instant::now() < deadline {
+        if ping(port) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server on port {port} did not answer PING within {START_DEADLINE:?}");
+}
+
+/// The router over any store, with the shipped pricing and the admin token [`TEST_TOKEN`].
+pub fn app_for(store: &Store) -> Router {
+    router(AppState {
+        store: store.clone(),
+        pricing: SharedPricing::new(shipped_pricing()),
+        admin_token: AdminToken::new(TEST_TOKEN),
+        metrics: Default::default(),
+    })
+}
