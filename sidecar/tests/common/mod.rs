@@ -56,10 +56,30 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server and waits until it replies to PING.
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), &["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts redis-server on `port` with the append-only file that the README documents,
+    /// in `dir`, and waits until it replies to PING.
+    pub fn start_durable(port: u16, dir: &Path) -> Self {
+        let dir = dir.to_str().expect("the Redis directory is valid UTF-8");
+        let args = [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--dir",
+            dir,
+        ];
+        Self::start_on(port, &args)
+    }
+
+    fn start_on(port: u16, args: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -74,7 +94,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Stops the server now.
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to exit.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
