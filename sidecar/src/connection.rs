@@ -24,7 +24,7 @@ const RECONNECT_RETRIES: usize = 3;
 /// Maximum pause between reconnect attempts.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 
-/// Where the sidecar's Redis is.
+/// Location of the sidecar's Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTarget {
     /// One server, by URL such as `redis://127.0.0.1:6379`.

@@ -166,7 +166,7 @@ pub struct LoopCheck {
 pub struct ScopeWindow {
     /// Index into the scopes of the reserve call.
     pub scope: usize,
-    /// Which window of that scope's budget.
+    /// Window kind within that scope's budget.
     pub window: WindowKind,
 }
 
@@ -174,7 +174,7 @@ pub struct ScopeWindow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReserveOutcome {
     /// Every window reserved `reserved_nano` for `output_tokens` per choice. The limit and
-    /// remaining amount are those of `binding`, the enforcing window with the least room; both
+    /// remaining amount are those of `binding`, the enforcing window with the least room. Both
     /// are 0 when every window is in shadow mode.
     Granted {
         output_tokens: u64,
@@ -209,11 +209,11 @@ pub enum Charge {
 /// Amounts of a settled reservation, in nano-dollars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settlement {
-    /// Least amount that any window of the reservation took.
+    /// Minimum amount that a window of the reservation took.
     pub charged_nano: u64,
     /// Hold given back by the settle that ended the reservation.
     pub released_nano: u64,
-    /// Largest cost that a window could not take without passing its limit and recorded.
+    /// Maximum cost that a window could not take without passing its limit, recorded instead.
     pub overrun_nano: u64,
 }
 

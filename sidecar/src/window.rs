@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Period of a budget limit. Minute, hour and day periods are fixed lengths of UTC time moved
-/// by the configured UTC offset; weeks start on Monday (as ISO weeks do) and months are
+/// by the configured UTC offset. Weeks start on Monday, as ISO weeks do, and months are
 /// calendar months in that offset. A lifetime window never resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

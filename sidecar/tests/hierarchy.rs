@@ -232,6 +232,7 @@ async fn loop_check_stops_the_next_identical_body(store: &Store) {
         max_repeats: 3,
         window_ms: 60_000,
     };
+
     let mut request = scoped_request("key", &["org"]);
     request.loop_check = Some(check("a"));
     for attempt in 1..=3 {
@@ -250,6 +251,8 @@ async fn loop_check_stops_the_next_identical_body(store: &Store) {
         used(store, "org", "org", WindowKind::Month).await,
         3 * REQUEST_NANO
     );
+
+    // Another body from the same key is not a repeat.
     request.loop_check = Some(check("b"));
     let other_body = reserve(&app, &request).await;
     assert!(

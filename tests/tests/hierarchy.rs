@@ -53,7 +53,7 @@ async fn org_budget_admits_exactly_what_it_holds() {
     const REQUESTS: usize = 200;
     const AFFORDABLE: u64 = 23;
     // A debug-build sidecar serving 200 callouts at once on a small machine can take longer
-    // than the shipped 50 ms timeout; this test is about atomic holds, not latency.
+    // than the shipped 50 ms timeout. This test is about atomic holds, not latency.
     let stack = start_with_filter_config(json!({
         "sidecarTimeout": "10s",
         "scopes": team_and_org(),
@@ -212,7 +212,7 @@ async fn minute_window_stops_a_tight_loop() {
 }
 
 #[tokio::test]
-async fn loop_breaker_answers_429_on_the_next_identical_body() {
+async fn loop_breaker_rejects_repeat_with_429() {
     let stack = start_with_filter_config(json!({
         "scopes": team_and_org(),
         "loopBreaker": { "maxRepeats": 2, "window": "60s" },

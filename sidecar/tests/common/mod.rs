@@ -575,7 +575,7 @@ fn wait_for_ping(port: u16) {
     panic!("redis-server on port {port} did not answer PING within {START_DEADLINE:?}");
 }
 
-/// The router over any store, with the shipped pricing and the admin token [`TEST_TOKEN`].
+/// Builds the router over `store` with the shipped pricing and the admin token [`TEST_TOKEN`].
 pub fn app_for(store: &Store) -> Router {
     router(AppState {
         store: store.clone(),
