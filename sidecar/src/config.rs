@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
+use crate::cli::Command;
 use crate::connection::RedisTarget;
 
 /// Environment variable that contains the admin token itself, as an alternative to a token file.
@@ -71,6 +72,10 @@ pub struct Args {
     /// File whose content (trailing whitespace removed) is the admin API bearer token.
     #[arg(long, env = "SPENDFUSE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Budget command to run against Redis instead of serving the API.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 impl Args {

@@ -85,6 +85,9 @@ pub enum Error {
     /// A script returned a reply of an unexpected shape.
     #[error("unexpected reply from the {script} script: {reply}")]
     ScriptReply { script: &'static str, reply: String },
+    /// Encoding an output as JSON failed.
+    #[error("encoding the output as JSON failed: {0}")]
+    Encode(String),
     /// The operating system's random source failed.
     #[error("cannot generate a reservation id: {0}")]
     Random(getrandom::Error),
@@ -120,7 +123,9 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             // The filter treats 503 as "no decision" and applies its failure mode.
             Error::Redis(_) | Error::RedisTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::ScriptReply { .. } | Error::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ScriptReply { .. } | Error::Random(_) | Error::Encode(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

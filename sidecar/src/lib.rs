@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod budgets;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod cost;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use clap::Parser;
 use spendfuse_sidecar::admin::AdminToken;
+use spendfuse_sidecar::cli::{self, BudgetCommand, Command};
 use spendfuse_sidecar::config::{admin_token, Args, ADMIN_TOKEN_ENV};
 use spendfuse_sidecar::reload::{
     spawn_sighup_reload, watch_pricing_file, SharedPricing, POLL_INTERVAL,
@@ -27,13 +28,18 @@ const STARTUP_RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
+    // Budget commands print JSON on stdout, so they run before logging starts there.
+    if let Some(Command::Budgets(command)) = &args.command {
+        return run_budget_command(&args, command).await;
+    }
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let colored = std::io::stdout().is_terminal();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colored)
         .init();
-    let args = Args::parse();
 
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,6 +148,29 @@ async fn run(args: Args) -> Result<(), String> {
     watch_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs one budget command against the configured Redis, prints its JSON on stdout or its
+/// error on stderr, and returns the exit code.
+async fn run_budget_command(args: &Args, command: &BudgetCommand) -> ExitCode {
+    let options = StoreOptions {
+        utc_offset_minutes: args.utc_offset_minutes,
+        clock_shift_ms: 0,
+    };
+    let result = match Store::connect(&args.redis_target(), options) {
+        Ok(store) => cli::run(command, &store).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("spendfuse-sidecar budgets: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Loads the scripts, retrying until Redis responds, then applies the budgets file.
