@@ -25,7 +25,7 @@
 --            "delete"  removes the budget and its lifetime window; the other window hashes
 --                      expire with their periods. Returns the state before the removal.
 --            "reset"   ARGV[6] is a window kind: its current period's spent and overrun become
---                      0, while reserved keeps the live holds.
+--                      0 and its alerts may fire again, while reserved keeps the live holds.
 --
 -- Returns {found, shadow, then for each window of the budget, in WINDOW_KINDS order: kind
 -- index, limit, spent, reserved, overrun, period start ms, period end ms (-1 for lifetime)}.
@@ -119,6 +119,12 @@ elseif action == "reset" then
   end
   local key, end_ms = window_key(prefix, name, kind, now_ms, offset_ms)
   redis.call("HSET", key, "spent", "0", "overrun", "0")
+  -- A reset window starts over, so its alerts may fire again.
+  for _, field in ipairs(redis.call("HKEYS", key)) do
+    if string.sub(field, 1, 8) == "alerted:" then
+      redis.call("HDEL", key, field)
+    end
+  end
   if end_ms >= 0 and redis.call("PTTL", key) == -1 then
     redis.call("PEXPIREAT", key, int(end_ms + 3600000))
   end

@@ -10,6 +10,10 @@
 -- whose hash has expired or whose budget lost that window's limit is not charged. A settled
 -- reservation keeps its numbers, and a repeated settle returns them unchanged.
 --
+-- Alerts: for each percentage in ARGV[4], a window whose spent reaches that share of its limit
+-- with this settle gets the field `alerted:PCT` set, and the reply lists the alert. The field
+-- lives in the window's hash, so each threshold fires once per period.
+--
 -- Money is integer nano-dollars (1 USD = 10^9), every amount below 2^53. The script reads no
 -- clock.
 --
@@ -20,6 +24,8 @@
 -- ARGV[1]  reservation id, the ID in KEYS[2]
 -- ARGV[2]  actual cost, nano-dollars; -1 charges the amount held instead
 -- ARGV[3]  how long the settled reservation hash is kept, ms
+-- ARGV[4]  alert thresholds, percent of a window's limit, comma-separated such as "50,80,100",
+--          or "" for none
 --
 -- Returns {outcome, charged, released, overrun}, all integers, amounts in nano-dollars.
 -- charged is the least amount that any window took and overrun the largest amount that any
@@ -28,6 +34,8 @@
 --               when the reservation was held, 0 when its lease had expired).
 --   outcome  2  settled before: the stored numbers, and nothing changed.
 --   outcome  0  unknown reservation (KEYS[2] does not exist): the other fields are 0.
+--   After the four integers of outcome 1 follows one string per alert that fired:
+--   "NAME<TAB>KIND<TAB>PERCENT<TAB>SPENT<TAB>LIMIT".
 -- Errors: none of its own.
 
 local leases_key = KEYS[1]
@@ -36,6 +44,10 @@ local reservation_key = KEYS[2]
 local reservation_id = ARGV[1]
 local actual_nano = tonumber(ARGV[2])
 local retention_ms = tonumber(ARGV[3])
+local thresholds = {}
+for percent in string.gmatch(ARGV[4] or "", "%d+") do
+  table.insert(thresholds, tonumber(percent))
+end
 
 local stored = redis.call("HMGET", reservation_key, "state", "amount", "charged", "released",
   "overrun", "windows")
@@ -66,6 +78,7 @@ end
 
 local charged = actual_nano
 local overrun = 0
+local alerts = {}
 for _, entry in ipairs(windows) do
   local window, budget_key, kind = entry[1], entry[2], entry[3]
   local limit = tonumber(redis.call("HGET", budget_key, "limit:" .. kind))
@@ -81,6 +94,17 @@ for _, entry in ipairs(windows) do
     end
     redis.call("HINCRBY", window, "spent", int(window_charged))
     redis.call("HINCRBY", window, "overrun", int(actual_nano - window_charged))
+    local spent_now = spent + window_charged
+    for _, percent in ipairs(thresholds) do
+      -- NOTE: above 2^53 / 100 nano-dollars (about 90,000 USD) these products are doubles that
+      -- can be off by one nano-dollar, so a threshold may fire one nano-dollar early or late.
+      if limit > 0 and spent_now * 100 >= limit * percent
+          and redis.call("HSETNX", window, "alerted:" .. percent, "1") == 1 then
+        local name = string.match(budget_key, "}:budget:(.*)$") or budget_key
+        table.insert(alerts, name .. "\t" .. kind .. "\t" .. percent .. "\t" .. int(spent_now)
+          .. "\t" .. int(limit))
+      end
+    end
     if window_charged < charged then
       charged = window_charged
     end
@@ -93,4 +117,8 @@ end
 redis.call("HSET", reservation_key, "state", "settled", "charged", int(charged),
   "released", int(released), "overrun", int(overrun))
 redis.call("PEXPIRE", reservation_key, int(retention_ms))
-return {1, charged, released, overrun}
+local reply = {1, charged, released, overrun}
+for _, alert in ipairs(alerts) do
+  table.insert(reply, alert)
+end
+return reply

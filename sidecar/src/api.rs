@@ -267,9 +267,18 @@ async fn settle(
         }
     };
 
-    let outcome = state.store.settle(root, &reservation_id, charge).await?;
+    let thresholds = state.alerts.script_argument();
+    let outcome = state
+        .store
+        .settle(root, &reservation_id, charge, &thresholds)
+        .await?;
     let (settlement, already_settled) = match outcome {
-        SettleOutcome::Settled(settlement) => (settlement, false),
+        SettleOutcome::Settled(settlement, alerts) => {
+            for alert in alerts {
+                state.alerts.fire(alert);
+            }
+            (settlement, false)
+        }
         SettleOutcome::AlreadySettled(settlement) => (settlement, true),
         SettleOutcome::UnknownReservation => {
             return Err(Error::ReservationNotFound {

@@ -73,6 +73,21 @@ pub struct Args {
     #[arg(long, env = "SPENDFUSE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Alert thresholds in percent of a window's limit, comma-separated. Each fires once per
+    /// window period as a warn log line and, with --alert-webhook-url, a webhook POST.
+    #[arg(
+        long,
+        env = "SPENDFUSE_ALERT_THRESHOLDS",
+        value_delimiter = ',',
+        default_value = "50,80,100"
+    )]
+    pub alert_thresholds: Vec<u64>,
+
+    /// URL that receives each alert as a JSON POST, retried with exponential backoff. No
+    /// webhook by default.
+    #[arg(long, env = "SPENDFUSE_ALERT_WEBHOOK_URL", hide_env_values = true)]
+    pub alert_webhook_url: Option<String>,
+
     /// Budget command to run against Redis instead of serving the API.
     #[command(subcommand)]
     pub command: Option<Command>,

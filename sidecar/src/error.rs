@@ -85,6 +85,9 @@ pub enum Error {
     /// A script returned a reply of an unexpected shape.
     #[error("unexpected reply from the {script} script: {reply}")]
     ScriptReply { script: &'static str, reply: String },
+    /// Alert settings that cannot be used.
+    #[error("invalid alert settings: {0}")]
+    InvalidAlert(String),
     /// Encoding an output as JSON failed.
     #[error("encoding the output as JSON failed: {0}")]
     Encode(String),
@@ -109,7 +112,8 @@ impl Error {
             | Error::InvalidLoopCheck(_)
             | Error::InvalidUtcOffset(_)
             | Error::NoWindows { .. }
-            | Error::InvalidWindow(_) => StatusCode::BAD_REQUEST,
+            | Error::InvalidWindow(_)
+            | Error::InvalidAlert(_) => StatusCode::BAD_REQUEST,
             Error::ReservationNotFound { .. }
             | Error::BudgetNotFound { .. }
             | Error::WindowNotFound { .. } => StatusCode::NOT_FOUND,

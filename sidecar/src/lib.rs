@@ -6,6 +6,7 @@
 //! [`router`] builds the HTTP service, and the binary in `main.rs` serves it.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod budgets;
 pub mod cli;
@@ -27,6 +28,7 @@ pub use error::Error;
 use std::sync::Arc;
 
 use admin::AdminToken;
+use alerts::Alerts;
 use metrics::Metrics;
 use reload::SharedPricing;
 use store::Store;
@@ -42,4 +44,6 @@ pub struct AppState {
     pub admin_token: AdminToken,
     /// Decision counters, served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Spend alert thresholds and webhook.
+    pub alerts: Alerts,
 }

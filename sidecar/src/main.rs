@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use clap::Parser;
 use spendfuse_sidecar::admin::AdminToken;
+use spendfuse_sidecar::alerts::{Alerts, RetryPolicy};
 use spendfuse_sidecar::cli::{self, BudgetCommand, Command};
 use spendfuse_sidecar::config::{admin_token, Args, ADMIN_TOKEN_ENV};
 use spendfuse_sidecar::reload::{
@@ -96,6 +97,12 @@ async fn run(args: Args) -> Result<(), String> {
         None => Vec::new(),
     };
 
+    let alerts = Alerts::new(
+        &args.alert_thresholds,
+        args.alert_webhook_url.as_deref(),
+        RetryPolicy::default(),
+    )
+    .map_err(|error| error.to_string())?;
     let options = StoreOptions {
         utc_offset_minutes: args.utc_offset_minutes,
         clock_shift_ms: 0,
@@ -127,6 +134,7 @@ async fn run(args: Args) -> Result<(), String> {
         pricing,
         admin_token,
         metrics: Default::default(),
+        alerts,
     };
     tracing::info!(address = %args.listen, "listening");
 

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use redis::{AsyncCommands, Script};
 
+use crate::alerts::Alert;
 use crate::connection::{Connection, Connector, RedisTarget};
 use crate::cost::ReserveCost;
 use crate::error::Error;
@@ -218,10 +219,10 @@ pub struct Settlement {
 }
 
 /// Result of the settle script.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettleOutcome {
-    /// This call settled the reservation.
-    Settled(Settlement),
+    /// This call settled the reservation, and these alert thresholds fired.
+    Settled(Settlement, Vec<Alert>),
     /// An earlier call settled it, with these numbers.
     AlreadySettled(Settlement),
     /// No reservation of that id exists under the root.
@@ -448,12 +449,14 @@ impl Store {
         parse_reserve_reply(&reply)
     }
 
-    /// Runs `settle.lua` for one reservation of the hierarchy under `root`.
+    /// Runs `settle.lua` for one reservation of the hierarchy under `root`. `alert_thresholds`
+    /// is the script's list of percentages, such as `"50,80,100"`, or empty for none.
     pub async fn settle(
         &self,
         root: &BudgetName,
         reservation_id: &str,
         charge: Charge,
+        alert_thresholds: &str,
     ) -> Result<SettleOutcome, Error> {
         let actual: i64 = match charge {
             // Amounts are at most 2^53 - 1, so they fit in i64.
@@ -462,7 +465,7 @@ impl Store {
         };
         let prefix = key_prefix(root);
         let mut connection = self.connection().await?;
-        let reply: Vec<i64> = self
+        let reply: Vec<redis::Value> = self
             .scripts
             .settle
             .key(format!("{prefix}leases"))
@@ -470,8 +473,25 @@ impl Store {
             .arg(reservation_id)
             .arg(actual)
             .arg(RESERVATION_RETENTION_MS)
+            .arg(alert_thresholds)
             .invoke_async(&mut connection)
             .await?;
+        let invalid = || Error::ScriptReply {
+            script: "settle",
+            reply: format!("{reply:?}"),
+        };
+        let (numbers, alert_lines) = reply.split_at(reply.len().min(4));
+        let numbers: Vec<i64> = numbers
+            .iter()
+            .map(|value| match value {
+                redis::Value::Int(number) => Ok(*number),
+                _ => Err(invalid()),
+            })
+            .collect::<Result<_, _>>()?;
+        let alerts = alert_lines
+            .iter()
+            .map(|line| parse_alert(root, line).ok_or_else(invalid))
+            .collect::<Result<Vec<_>, _>>()?;
         let settlement = |charged: i64, released: i64, overrun: i64| {
             Ok::<_, Error>(Settlement {
                 charged_nano: to_u64("settle", charged)?,
@@ -479,10 +499,11 @@ impl Store {
                 overrun_nano: to_u64("settle", overrun)?,
             })
         };
-        match reply.as_slice() {
-            [1, charged, released, overrun] => Ok(SettleOutcome::Settled(settlement(
-                *charged, *released, *overrun,
-            )?)),
+        match numbers.as_slice() {
+            [1, charged, released, overrun] => Ok(SettleOutcome::Settled(
+                settlement(*charged, *released, *overrun)?,
+                alerts,
+            )),
             [2, charged, released, overrun] => Ok(SettleOutcome::AlreadySettled(settlement(
                 *charged, *released, *overrun,
             )?)),
@@ -663,6 +684,28 @@ fn parse_reserve_reply(reply: &[i64]) -> Result<ReserveOutcome, Error> {
         }),
         _ => Err(invalid()),
     }
+}
+
+/// Parses one alert line of the settle script: `NAME<TAB>KIND<TAB>PERCENT<TAB>SPENT<TAB>LIMIT`.
+fn parse_alert(root: &BudgetName, line: &redis::Value) -> Option<Alert> {
+    let redis::Value::BulkString(bytes) = line else {
+        return None;
+    };
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut fields = text.split('\t');
+    let budget = fields.next()?.to_string();
+    let window = WindowKind::parse(fields.next()?)?;
+    let threshold_percent = fields.next()?.parse().ok()?;
+    let spent_nano_usd = fields.next()?.parse().ok()?;
+    let limit_nano_usd = fields.next()?.parse().ok()?;
+    Some(Alert {
+        budget,
+        root: root.to_string(),
+        window,
+        threshold_percent,
+        spent_nano_usd,
+        limit_nano_usd,
+    })
 }
 
 fn parse_budget_reply(id: &BudgetId, reply: &[i64]) -> Result<Option<BudgetState>, Error> {

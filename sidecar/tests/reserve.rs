@@ -320,6 +320,7 @@ async fn redis_down_is_service_unavailable() {
         pricing: SharedPricing::new(common::shipped_pricing()),
         admin_token: AdminToken::disabled(),
         metrics: Default::default(),
+        alerts: Default::default(),
     };
     let body = serde_json::to_value(reserve_request("team", "gpt-4o", 10, 10, 1)).unwrap();
     let (status, _) = common::send(

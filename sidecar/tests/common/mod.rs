@@ -187,6 +187,7 @@ impl TestEnv {
             pricing,
             admin_token,
             metrics: Default::default(),
+            alerts: Default::default(),
         };
         let app = router(state.clone());
         TestEnv {
@@ -582,5 +583,6 @@ pub fn app_for(store: &Store) -> Router {
         pricing: SharedPricing::new(shipped_pricing()),
         admin_token: AdminToken::new(TEST_TOKEN),
         metrics: Default::default(),
+        alerts: Default::default(),
     })
 }
