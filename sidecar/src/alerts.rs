@@ -1,6 +1,6 @@
-//! Spend alerts: a window whose spent reaches a threshold percentage of its limit fires once
-//! per period, as a warn log line and, when a webhook is configured, as a JSON POST retried
-//! with exponential backoff in a task of its own, so requests never wait for it.
+//! Spend alerts. A window whose spent reaches a threshold percentage of its limit fires once
+//! per period, as a warn log line and, when a webhook is configured, as a JSON POST. The POST
+//! runs in a task of its own and is retried with exponential backoff, so requests never wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +43,7 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Pause after the first failure; each later pause doubles, up to `max_delay`.
     pub first_delay: Duration,
-    /// Longest pause between attempts.
+    /// Maximum pause between attempts.
     pub max_delay: Duration,
 }
 
@@ -139,7 +139,7 @@ impl Alerts {
     }
 }
 
-/// Posts `alert` until the receiver answers 2xx or the attempts run out.
+/// Posts `alert` until the receiver returns a 2xx status or the attempts run out.
 async fn deliver(webhook: Arc<Webhook>, alert: Alert) {
     let mut delay = webhook.retry.first_delay;
     for attempt in 1..=webhook.retry.attempts {
