@@ -48,7 +48,7 @@ fn strip_bearer(value: &str) -> &str {
     }
 }
 
-/// Where an enclosing budget scope takes its value from.
+/// Source of an enclosing budget scope's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScopeSource {
     /// A request header (lower-case name); hashed to lower-case hex SHA-256 when `hash` is set.

@@ -88,7 +88,7 @@ pub enum ReserveResponse {
     LoopDetected(LoopDenial),
 }
 
-/// Why the loop check stopped a request.
+/// Reason the loop check stopped a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopDenial {
     /// Scope whose identical requests were counted.
@@ -111,7 +111,7 @@ pub struct Grant {
     /// Limit of the enforcing window with the least room, in nano-dollars; 0 when every
     /// budget of the request is in shadow mode.
     pub limit_nano_usd: u64,
-    /// What that window has left after this hold, in nano-dollars.
+    /// Remaining amount of that window after this hold, in nano-dollars.
     pub remaining_nano_usd: u64,
     /// Budget in shadow mode that would have lowered or denied this request, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,7 +128,7 @@ pub struct Denial {
     pub window: Option<String>,
     /// Limit of that window, in nano-dollars; 0 when no budget exists.
     pub limit_nano_usd: u64,
-    /// What the window has left before this request, in nano-dollars.
+    /// Remaining amount of the window before this request, in nano-dollars.
     pub remaining_nano_usd: u64,
     /// Cost of the prompt and `min_output_tokens` per choice, in nano-dollars.
     pub required_nano_usd: u64,
@@ -238,7 +238,7 @@ pub struct SettleRequest {
 /// Each window of the reservation is charged on its own, so the amounts summarise them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettleResponse {
-    /// Least amount that any window took, in nano-dollars.
+    /// Minimum amount that a window took, in nano-dollars.
     pub charged_nano_usd: u64,
     /// Amount of the hold given back, in nano-dollars.
     pub released_nano_usd: u64,
