@@ -28,8 +28,8 @@
 --          or "" for none
 --
 -- Returns {outcome, charged, released, overrun}, all integers, amounts in nano-dollars.
--- charged is the least amount that any window took and overrun the largest amount that any
--- window recorded as overrun:
+-- charged is the minimum amount that a window took (0 when no window was charged), and overrun
+-- the maximum amount that a window recorded as overrun:
 --   outcome  1  settled by this call: released is the hold given back now (the whole amount
 --               when the reservation was held, 0 when its lease had expired).
 --   outcome  2  settled before: the stored numbers, and nothing changed.
@@ -79,6 +79,7 @@ end
 local charged = actual_nano
 local overrun = 0
 local alerts = {}
+local windows_charged = 0
 for _, entry in ipairs(windows) do
   local window, budget_key, kind = entry[1], entry[2], entry[3]
   local limit = tonumber(redis.call("HGET", budget_key, "limit:" .. kind))
@@ -92,6 +93,7 @@ for _, entry in ipairs(windows) do
     if window_charged > room then
       window_charged = room
     end
+    windows_charged = windows_charged + 1
     redis.call("HINCRBY", window, "spent", int(window_charged))
     redis.call("HINCRBY", window, "overrun", int(actual_nano - window_charged))
     local spent_now = spent + window_charged
@@ -112,6 +114,11 @@ for _, entry in ipairs(windows) do
       overrun = actual_nano - window_charged
     end
   end
+end
+
+-- With no window left to charge (budgets deleted since the reserve), nothing was charged.
+if windows_charged == 0 then
+  charged = 0
 end
 
 redis.call("HSET", reservation_key, "state", "settled", "charged", int(charged),

@@ -166,6 +166,24 @@ async fn settle_charges_every_window(store: &Store) {
     }
 }
 
+async fn settle_after_delete_charges_nothing(store: &Store) {
+    let app = app_for(store);
+    put_budget(&app, "org", "org", &[("month", 10 * REQUEST_NANO)], false).await;
+    let ReserveResponse::Granted(grant) = reserve(&app, &scoped_request("key", &["org"])).await
+    else {
+        panic!("expected a grant");
+    };
+    store.delete_budget(&id("org", "org")).await.unwrap();
+
+    let mut settle = settle_request("key", "gpt-4o", &grant.reservation_id, 100, 0, 100);
+    settle.parents = vec!["org".into()];
+    let body = serde_json::to_value(&settle).unwrap();
+    let (status, reply) = send(&app, Method::POST, "/v1/settle", Some(body), None).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["charged_nano_usd"], 0);
+    assert_eq!(reply["released_nano_usd"], REQUEST_NANO);
+}
+
 async fn absent_level_makes_the_nearest_scope_root(store: &Store) {
     let app = app_for(store);
     // Requests without an org level have team-a as their root.
@@ -572,6 +590,7 @@ on_single_and_cluster! {
     org_budget_caps_both_teams => StoreOptions::default(),
     denial_names_the_tight_scope_and_window => StoreOptions::default(),
     settle_charges_every_window => StoreOptions::default(),
+    settle_after_delete_charges_nothing => StoreOptions::default(),
     absent_level_makes_the_nearest_scope_root => StoreOptions::default(),
     shadow_budget_lets_requests_through => StoreOptions::default(),
     loop_check_stops_the_next_identical_body => StoreOptions::default(),
