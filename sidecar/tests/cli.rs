@@ -154,3 +154,34 @@ fn cluster_urls_reach_the_cluster() {
     let list = json(&options, &["budgets", "list"]);
     assert_eq!(list["budgets"].as_array().map(Vec::len), Some(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_api_reaches_the_cluster() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls().join(",");
+    let options = vec!["--redis-cluster-urls".to_string(), urls.clone()];
+    let put = [
+        "budgets", "put", "team", "--root", "org", "--window", "month=1",
+    ];
+    json(&options, &put);
+    let org = ["budgets", "put", "org", "--window", "month=1"];
+    json(&options, &org);
+
+    // The served API gets the cluster from its environment variable.
+    let env = [("SPENDFUSE_REDIS_CLUSTER_URLS", urls)];
+    let sidecar = common::SidecarProcess::start("redis://127.0.0.1:1", &env).await;
+    let mut request = common::reserve_request("key", "gpt-4o", 100, 100, 100);
+    request.parents = vec!["team".into(), "org".into()];
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/reserve", sidecar.url()))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["outcome"], "granted", "{body}");
+
+    let team = json(&options, &["budgets", "get", "team", "--root", "org"]);
+    assert_eq!(team["windows"][0]["reserved_nano_usd"], 1_250_000);
+}
