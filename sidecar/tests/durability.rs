@@ -59,8 +59,8 @@ async fn spend_survives_a_redis_crash() {
     .await;
     let held_id = reserve(app.clone()).await;
     let before = store.budget_of(&budget).await.unwrap().unwrap();
-    // With appendfsync everysec, Redis writes each command to the file before it replies and
-    // syncs the file every second. Waiting for one sync keeps the test off the page cache.
+    // With appendfsync everysec, Redis syncs the file to disk once a second. Waiting for one
+    // sync keeps the test from depending on what the page cache still holds.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
 
     redis.stop();
