@@ -181,6 +181,7 @@ fn anthropic_type(status: u32) -> &'static str {
         402 => "billing_error",
         404 | 405 => "not_found_error",
         413 => "request_too_large",
+        429 => "rate_limit_error",
         400..=499 => "invalid_request_error",
         _ => "api_error",
     }
@@ -191,6 +192,7 @@ fn google_status(status: u32) -> &'static str {
         401 => "UNAUTHENTICATED",
         402 => "RESOURCE_EXHAUSTED",
         404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
         503 => "UNAVAILABLE",
         400..=499 => "INVALID_ARGUMENT",
         _ => "INTERNAL",
@@ -205,6 +207,7 @@ mod tests {
     fn exceeded() -> FilterError {
         FilterError::BudgetExceeded {
             budget: "team".into(),
+            window: None,
             limit_nano_usd: 10,
             remaining_nano_usd: 0,
             required_nano_usd: 5,

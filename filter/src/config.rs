@@ -1,5 +1,6 @@
 //! Plugin configuration: parsed and checked once in `on_configure`.
 
+use crate::identity::{Scope, ScopeSource};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,6 +55,43 @@ pub struct Config {
     pub estimate_margin_percent: u64,
     /// Azure deployment name to the model name the pricing file lists.
     pub azure_deployments: BTreeMap<String, String>,
+    /// Budget scopes that contain the identity's budget, from the nearest to the root; none
+    /// by default. The last scope present in a request names its hierarchy.
+    pub scopes: Vec<Scope>,
+    /// Loop breaker, or `None` (the default) to send no loop check.
+    pub loop_breaker: Option<LoopBreaker>,
+}
+
+/// Loop breaker: the same body from the same identity more than `max_repeats` times within
+/// `window` gets 429 before any money is reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopBreaker {
+    /// Identical bodies allowed within the window.
+    pub max_repeats: u64,
+    /// Length of the sliding window.
+    pub window: Duration,
+}
+
+/// One entry of `scopes` as written: exactly one of `header` and `value`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawScope {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    hash: bool,
+    #[serde(default)]
+    prefix: String,
+}
+
+/// `loopBreaker` as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawLoopBreaker {
+    max_repeats: u64,
+    window: String,
 }
 
 /// The JSON document as written in the Envoy configuration.
@@ -78,6 +116,8 @@ struct RawConfig {
     allow_unmetered_paths: bool,
     estimate_margin_percent: u64,
     azure_deployments: BTreeMap<String, String>,
+    scopes: Vec<RawScope>,
+    loop_breaker: Option<RawLoopBreaker>,
 }
 
 impl Default for RawConfig {
@@ -106,8 +146,59 @@ impl Default for RawConfig {
             allow_unmetered_paths: false,
             estimate_margin_percent: 25,
             azure_deployments: BTreeMap::new(),
+            scopes: Vec::new(),
+            loop_breaker: None,
         }
     }
+}
+
+/// Checks `scopes` and returns them in the same order.
+fn parse_scopes(raw: &[RawScope]) -> Result<Vec<Scope>, String> {
+    let mut scopes = Vec::with_capacity(raw.len());
+    for (index, scope) in raw.iter().enumerate() {
+        let source = match (&scope.header, &scope.value) {
+            (Some(header), None) if !header.is_empty() => ScopeSource::Header {
+                name: header.to_ascii_lowercase(),
+                hash: scope.hash,
+            },
+            (None, Some(value)) if !value.is_empty() && !scope.hash => {
+                ScopeSource::Value(value.clone())
+            }
+            _ => {
+                return Err(format!(
+                    "scopes[{index}] must set exactly one of a non-empty \"header\" or \"value\", \
+                     and \"hash\" only with \"header\""
+                ))
+            }
+        };
+        scopes.push(Scope {
+            source,
+            prefix: scope.prefix.clone(),
+        });
+    }
+    // The sidecar accepts 8 scopes per request, and the identity's budget is one of them.
+    if scopes.len() > 7 {
+        return Err(format!(
+            "scopes has {} entries: list at most 7 enclosing scopes",
+            scopes.len()
+        ));
+    }
+    Ok(scopes)
+}
+
+/// Checks `loopBreaker`.
+fn parse_loop_breaker(raw: &RawLoopBreaker) -> Result<LoopBreaker, String> {
+    let window = parse_duration("loopBreaker.window", &raw.window)?;
+    if raw.max_repeats == 0 || window.is_zero() {
+        return Err(
+            "loopBreaker needs maxRepeats of at least 1 and a positive window such as \"10s\""
+                .into(),
+        );
+    }
+    Ok(LoopBreaker {
+        max_repeats: raw.max_repeats,
+        window,
+    })
 }
 
 /// Parses the plugin configuration. An empty document gives every default.
@@ -173,7 +264,15 @@ pub fn parse(bytes: &[u8]) -> Result<Config, String> {
             "identityHeaders or identityQueryParameters has an empty name: remove it".into(),
         );
     }
+    let scopes = parse_scopes(&raw.scopes)?;
+    let loop_breaker = raw
+        .loop_breaker
+        .as_ref()
+        .map(parse_loop_breaker)
+        .transpose()?;
     Ok(Config {
+        scopes,
+        loop_breaker,
         sidecar_cluster: raw.sidecar_cluster,
         sidecar_authority: raw.sidecar_authority,
         sidecar_timeout,
@@ -275,6 +374,42 @@ mod tests {
     fn min_above_default_max_is_rejected() {
         let error = parse(br#"{"minOutputTokens": 5000}"#).unwrap_err();
         assert!(error.contains("minOutputTokens"), "{error}");
+    }
+
+    #[test]
+    fn scopes_and_loop_breaker_parse() {
+        let config = parse(
+            br#"{"scopes": [{"header": "X-Team", "prefix": "team:"}, {"value": "acme"}],
+                "loopBreaker": {"maxRepeats": 3, "window": "10s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.scopes[0].source,
+            ScopeSource::Header {
+                name: "x-team".into(),
+                hash: false
+            }
+        );
+        assert_eq!(config.scopes[1].source, ScopeSource::Value("acme".into()));
+        assert_eq!(
+            config.loop_breaker,
+            Some(LoopBreaker {
+                max_repeats: 3,
+                window: Duration::from_secs(10)
+            })
+        );
+    }
+
+    #[test]
+    fn scope_with_header_and_value_is_rejected() {
+        let error = parse(br#"{"scopes": [{"header": "x-team", "value": "a"}]}"#).unwrap_err();
+        assert!(error.starts_with("scopes[0]"), "{error}");
+    }
+
+    #[test]
+    fn loop_breaker_of_zero_is_rejected() {
+        let error = parse(br#"{"loopBreaker": {"maxRepeats": 0, "window": "1s"}}"#).unwrap_err();
+        assert!(error.contains("maxRepeats"), "{error}");
     }
 
     #[test]

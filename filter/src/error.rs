@@ -32,12 +32,21 @@ pub enum FilterError {
     /// The budget cannot pay for the request.
     BudgetExceeded {
         budget: String,
+        /// Window that ran out, such as `month`, when the sidecar names one.
+        window: Option<String>,
         limit_nano_usd: u64,
         remaining_nano_usd: u64,
         required_nano_usd: u64,
     },
     /// No budget of that name exists.
     UnknownBudget { budget: String },
+    /// The same body came from the same scope more than `max_repeats` times within
+    /// `window_ms`.
+    LoopDetected {
+        budget: String,
+        max_repeats: u64,
+        window_ms: u64,
+    },
     /// The sidecar did not answer in time or answered with an error.
     SidecarUnavailable { detail: String },
     /// The stream used up what was reserved for it.
@@ -126,6 +135,7 @@ impl FilterError {
             }
             FilterError::BudgetExceeded {
                 budget,
+                window,
                 limit_nano_usd,
                 remaining_nano_usd,
                 required_nano_usd,
@@ -134,8 +144,12 @@ impl FilterError {
                 "insufficient_quota",
                 "budget_exceeded".into(),
                 format!(
-                    "Budget {budget} cannot pay for this request: limit ${}, remaining ${}, \
+                    "Budget {budget}{} cannot pay for this request: limit ${}, remaining ${}, \
                      this request needs at least ${}. Lower max_tokens or raise the budget.",
+                    window
+                        .as_ref()
+                        .map(|window| format!(" ({window} window)"))
+                        .unwrap_or_default(),
                     format_usd(*limit_nano_usd),
                     format_usd(*remaining_nano_usd),
                     format_usd(*required_nano_usd)
@@ -146,6 +160,20 @@ impl FilterError {
                 "insufficient_quota",
                 "budget_not_found".into(),
                 format!("No budget named {budget} exists: ask an administrator to create one."),
+            ),
+            FilterError::LoopDetected {
+                budget,
+                max_repeats,
+                window_ms,
+            } => (
+                429,
+                "requests",
+                "repeated_request".into(),
+                format!(
+                    "The same request body came from {budget} more than {max_repeats} times \
+                     within {window_ms} ms, which looks like a loop: change the request or \
+                     wait before sending it again."
+                ),
             ),
             FilterError::SidecarUnavailable { detail } => (
                 503,
@@ -192,11 +220,35 @@ mod tests {
     fn budget_exceeded_is_402() {
         let error = FilterError::BudgetExceeded {
             budget: "team".into(),
+            window: None,
             limit_nano_usd: 1,
             remaining_nano_usd: 0,
             required_nano_usd: 2,
         };
         assert_eq!(error.status(), 402);
+    }
+
+    #[test]
+    fn exceeded_names_the_window() {
+        let error = FilterError::BudgetExceeded {
+            budget: "org".into(),
+            window: Some("month".into()),
+            limit_nano_usd: 1,
+            remaining_nano_usd: 0,
+            required_nano_usd: 2,
+        };
+        assert!(error.message().starts_with("Budget org (month window)"));
+    }
+
+    #[test]
+    fn loop_is_too_many_requests() {
+        let error = FilterError::LoopDetected {
+            budget: "k".into(),
+            max_repeats: 3,
+            window_ms: 10_000,
+        };
+        assert_eq!(error.status(), 429);
+        assert!(error.message().contains("more than 3 times"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::stream::{StreamMeter, Verdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
-use spendfuse_protocol::{ErrorResponse, ReserveRequest, ReserveResponse, RESERVE_PATH};
+use spendfuse_protocol::{ErrorResponse, LoopCheck, ReserveRequest, ReserveResponse, RESERVE_PATH};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -27,11 +27,16 @@ enum Phase {
     /// Not metered: passes unchanged.
     PassThrough,
     /// A metered request whose body is being buffered.
-    Buffering { route: Route, budget: String },
+    Buffering {
+        route: Route,
+        budget: String,
+        parents: Vec<String>,
+    },
     /// The reserve call `token` is in flight.
     Reserving {
         token: u32,
         budget: String,
+        parents: Vec<String>,
         request: LlmRequest,
         body_size: usize,
     },
@@ -118,7 +123,13 @@ impl Http {
         // The meter reads responses as plain text, and the body may be rewritten.
         host::set_header(MapType::HttpRequestHeaders, "accept-encoding", None);
         host::set_header(MapType::HttpRequestHeaders, "content-length", None);
-        self.phase = Phase::Buffering { route, budget };
+        let parents =
+            identity::scope_names(&config.scopes, &host::headers(MapType::HttpRequestHeaders));
+        self.phase = Phase::Buffering {
+            route,
+            budget,
+            parents,
+        };
         Action::Pause
     }
 
@@ -142,6 +153,7 @@ impl Http {
         config: &Config,
         route: Route,
         budget: String,
+        parents: Vec<String>,
         body_size: usize,
     ) -> Action {
         let started_ms = host::now_ms();
@@ -162,14 +174,21 @@ impl Http {
         } else {
             0
         };
+        let loop_check = config.loop_breaker.map(|breaker| LoopCheck {
+            body_sha256: identity::sha256_hex(&body),
+            max_repeats: breaker.max_repeats,
+            window_ms: breaker.window.as_millis() as u64,
+        });
         let reserve = ReserveRequest {
             budget: budget.clone(),
+            parents: parents.clone(),
             model: request.model.clone(),
             prompt_tokens: request.prompt_tokens,
             max_output_tokens,
             min_output_tokens: config.min_output_tokens.min(max_output_tokens),
             choices: request.choices,
             lease_ms: config.lease_timeout.as_millis() as u64,
+            loop_check,
         };
         let payload = match serde_json::to_vec(&reserve) {
             Ok(payload) => payload,
@@ -197,6 +216,7 @@ impl Http {
                 self.phase = Phase::Reserving {
                     token,
                     budget,
+                    parents,
                     request,
                     body_size,
                 };
@@ -228,6 +248,7 @@ impl Http {
     fn on_reserve_answer(&mut self, config: &Config, status: Option<u32>, body: &[u8]) {
         let Phase::Reserving {
             budget,
+            parents,
             request,
             body_size,
             ..
@@ -261,12 +282,27 @@ impl Http {
                 } else {
                     FilterError::BudgetExceeded {
                         budget: denial.budget,
+                        window: denial.window,
                         limit_nano_usd: denial.limit_nano_usd,
                         remaining_nano_usd: denial.remaining_nano_usd,
                         required_nano_usd: denial.required_nano_usd,
                     }
                 };
                 self.answer(error);
+                return;
+            }
+            Ok(ReserveResponse::LoopDetected(denial)) => {
+                log::info!(
+                    "#{} loop check: the same body came from {} more than {} times",
+                    self.id,
+                    denial.budget,
+                    denial.max_repeats
+                );
+                self.answer(FilterError::LoopDetected {
+                    budget: denial.budget,
+                    max_repeats: denial.max_repeats,
+                    window_ms: denial.window_ms,
+                });
                 return;
             }
             Ok(ReserveResponse::Rejected(rejection)) => {
@@ -299,6 +335,7 @@ impl Http {
         self.phase = Phase::Forwarded(Box::new(Forwarded {
             lowered: request.has_output() && grant.output_tokens < requested,
             budget,
+            parents,
             grant,
             request,
             response: Response::Waiting,
@@ -440,12 +477,15 @@ impl HttpContext for Http {
         if !end_of_stream {
             return Action::Pause;
         }
-        let Phase::Buffering { route, budget } =
-            std::mem::replace(&mut self.phase, Phase::Answered)
+        let Phase::Buffering {
+            route,
+            budget,
+            parents,
+        } = std::mem::replace(&mut self.phase, Phase::Answered)
         else {
             return Action::Pause;
         };
-        self.reserve(&config, route, budget, body_size)
+        self.reserve(&config, route, budget, parents, body_size)
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {

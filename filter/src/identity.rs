@@ -1,4 +1,5 @@
-//! The budget a request charges, derived from its identity headers.
+//! The budgets a request charges: the identity's budget from its headers, and the enclosing
+//! scopes (project, team, org and so on) from headers or fixed values.
 
 use sha2::{Digest, Sha256};
 
@@ -56,6 +57,44 @@ fn strip_bearer(value: &str) -> &str {
     } else {
         trimmed
     }
+}
+
+/// Source of an enclosing budget scope's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeSource {
+    /// A request header (lower-case name); hashed to lower-case hex SHA-256 when `hash` is set.
+    Header { name: String, hash: bool },
+    /// The same value for every request.
+    Value(String),
+}
+
+/// An enclosing budget scope: its source, and text put in front of its value to form the
+/// budget name, such as `team:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub source: ScopeSource,
+    pub prefix: String,
+}
+
+/// Returns the budget names of the scopes present in `headers`, in the order of `scopes`.
+/// A header scope whose header is missing or empty is left out, so that level is absent.
+pub fn scope_names(scopes: &[Scope], headers: &[(String, String)]) -> Vec<String> {
+    scopes
+        .iter()
+        .filter_map(|scope| {
+            let value = match &scope.source {
+                ScopeSource::Value(value) => value.clone(),
+                ScopeSource::Header { name, hash } => {
+                    let value = headers
+                        .iter()
+                        .find(|(header, value)| header == name && !value.trim().is_empty())
+                        .map(|(_, value)| value.trim())?;
+                    budget_for_value(value, *hash)
+                }
+            };
+            Some(format!("{}{value}", scope.prefix))
+        })
+        .collect()
 }
 
 /// Returns the lower-case hex SHA-256 of `bytes`.
@@ -141,6 +180,33 @@ mod tests {
             budget_name(&wanted, &headers(&[("authorization", "Bearer  ")]), true),
             None
         );
+    }
+
+    #[test]
+    fn absent_scope_header_is_skipped() {
+        let scopes = vec![
+            Scope {
+                source: ScopeSource::Header {
+                    name: "x-project".into(),
+                    hash: false,
+                },
+                prefix: "project:".into(),
+            },
+            Scope {
+                source: ScopeSource::Header {
+                    name: "x-team".into(),
+                    hash: true,
+                },
+                prefix: "team:".into(),
+            },
+            Scope {
+                source: ScopeSource::Value("acme".into()),
+                prefix: "org:".into(),
+            },
+        ];
+        let names = scope_names(&scopes, &headers(&[("x-team", "search")]));
+        let team = format!("team:{}", sha256_hex(b"search"));
+        assert_eq!(names, vec![team, "org:acme".to_string()]);
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub struct Forwarded {
     pub grant: Grant,
     /// Budget the hold is on.
     pub budget: String,
+    /// Enclosing scopes sent with the reserve, from the nearest to the root.
+    pub parents: Vec<String>,
     /// The request as parsed.
     pub request: LlmRequest,
     /// True when the output limit was lowered to what the budget pays for.
@@ -71,6 +73,7 @@ impl Forwarded {
         SettleRequest {
             reservation_id: self.grant.reservation_id.clone(),
             budget: self.budget.clone(),
+            parents: self.parents.clone(),
             model: self.request.model.clone(),
             usage,
             source,

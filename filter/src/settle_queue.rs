@@ -136,6 +136,7 @@ mod tests {
         SettleRequest {
             reservation_id: id.into(),
             budget: "team".into(),
+            parents: Vec::new(),
             model: "gpt-4o".into(),
             usage: Usage::text(1, 1),
             source: UsageSource::Provider,

@@ -1,10 +1,10 @@
-//! Admin API behind a bearer token: read budgets and set their limits, show the prices in
-//! force, and reload the pricing file.
+//! Admin API behind a bearer token: create, read, update and delete budgets, reset a window,
+//! show the prices in force, and reload the pricing file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
@@ -18,7 +18,8 @@ use crate::error::Error;
 use crate::money::{format_price_per_million, format_usd, parse_usd};
 use crate::pricing::{ModelPrice, Pricing, TokenPrices};
 use crate::reload::ReloadTrigger;
-use crate::store::{BudgetName, BudgetState};
+use crate::store::{BudgetId, BudgetName, BudgetState, BudgetUpdate};
+use crate::window::{WindowKind, WindowState};
 use crate::AppState;
 
 /// The configured admin token, kept as its SHA-256 digest. Comparing digests in constant time
@@ -86,18 +87,75 @@ impl FromRequestParts<AppState> for AdminAccess {
 }
 
 /// Body of `PUT /admin/budgets/{name}`.
-#[derive(Debug, Deserialize)]
+///
+/// `limit_usd` alone sets the lifetime window and keeps the others. `windows` replaces every
+/// window of the budget; with `limit_usd` as well, the lifetime window is added to them.
+/// `shadow` alone switches the mode of an existing budget.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitBody {
-    /// New limit in USD as a decimal string, such as `"25.00"`, with at most 9 decimals.
-    pub limit_usd: String,
+pub struct BudgetBody {
+    /// Root scope of the budget's hierarchy; the budget itself when absent.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Lifetime limit in USD as a decimal string, such as `"25.00"`, with at most 9 decimals.
+    #[serde(default)]
+    pub limit_usd: Option<String>,
+    /// Limit per window kind (`minute`, `hour`, `day`, `week`, `month`, `lifetime`) in USD.
+    #[serde(default)]
+    pub windows: Option<BTreeMap<String, String>>,
+    /// True to only log and count this budget's decisions; unchanged when absent.
+    #[serde(default)]
+    pub shadow: Option<bool>,
 }
 
-/// A budget as the admin API shows it. Amounts are nano-dollars, and the `*_usd` fields show the
-/// same amounts as exact decimal strings with 9 decimals.
+impl BudgetBody {
+    /// Checks the body and turns it into a store update.
+    pub fn to_update(&self) -> Result<BudgetUpdate, Error> {
+        let mut limits = Vec::new();
+        if let Some(windows) = &self.windows {
+            for (kind, limit) in windows {
+                let kind =
+                    WindowKind::parse(kind).ok_or_else(|| Error::InvalidWindow(kind.clone()))?;
+                limits.push((kind, parse_usd(limit)?));
+            }
+        }
+        if let Some(limit) = &self.limit_usd {
+            limits.retain(|(kind, _)| *kind != WindowKind::Lifetime);
+            limits.push((WindowKind::Lifetime, parse_usd(limit)?));
+        }
+        limits.sort();
+        Ok(BudgetUpdate {
+            shadow: self.shadow,
+            limits,
+            replace: self.windows.is_some(),
+        })
+    }
+}
+
+/// Query of the admin calls on one budget.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootQuery {
+    /// Root scope of the budget's hierarchy; the budget itself when absent.
+    pub root: Option<String>,
+}
+
+/// Returns the id of budget `name` under `root`, or under itself when `root` is absent.
+pub fn budget_id(name: &str, root: Option<&str>) -> Result<BudgetId, Error> {
+    let name = BudgetName::parse(name)?;
+    let root = match root {
+        Some(root) => BudgetName::parse(root)?,
+        None => name.clone(),
+    };
+    Ok(BudgetId { root, name })
+}
+
+/// One window as the admin API shows it. Amounts are nano-dollars, and the `*_usd` fields show
+/// the same amounts as exact decimal strings with 9 decimals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BudgetView {
-    pub name: String,
+pub struct WindowView {
+    /// Window kind, such as `month`.
+    pub window: WindowKind,
     pub limit_nano_usd: u64,
     pub spent_nano_usd: u64,
     pub reserved_nano_usd: u64,
@@ -108,6 +166,52 @@ pub struct BudgetView {
     pub limit_usd: String,
     pub spent_usd: String,
     pub remaining_usd: String,
+    /// Start of the current period, UTC ms since the Unix epoch; 0 for lifetime.
+    pub period_start_ms: u64,
+    /// End of the current period, UTC ms since the Unix epoch; null for lifetime.
+    pub period_end_ms: Option<u64>,
+}
+
+impl From<&WindowState> for WindowView {
+    fn from(window: &WindowState) -> Self {
+        let remaining = window.remaining_nano();
+        WindowView {
+            window: window.kind,
+            limit_nano_usd: window.limit_nano,
+            spent_nano_usd: window.spent_nano,
+            reserved_nano_usd: window.reserved_nano,
+            remaining_nano_usd: remaining,
+            overrun_nano_usd: window.overrun_nano,
+            limit_usd: format_usd(window.limit_nano),
+            spent_usd: format_usd(window.spent_nano),
+            remaining_usd: format_usd(remaining),
+            period_start_ms: window.start_ms,
+            period_end_ms: window.end_ms,
+        }
+    }
+}
+
+/// A budget as the admin API shows it. The top-level amounts are those of its summary window:
+/// the lifetime window, or else the first one listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetView {
+    pub name: String,
+    /// Root scope of the budget's hierarchy.
+    pub root: String,
+    /// True when the budget's decisions are only logged and counted.
+    pub shadow: bool,
+    pub limit_nano_usd: u64,
+    pub spent_nano_usd: u64,
+    pub reserved_nano_usd: u64,
+    /// `limit - spent - reserved`, or 0 when that is negative.
+    pub remaining_nano_usd: u64,
+    /// Cost that settles could not charge without passing the limit.
+    pub overrun_nano_usd: u64,
+    pub limit_usd: String,
+    pub spent_usd: String,
+    pub remaining_usd: String,
+    /// Every window of the budget, in the order minute, hour, day, week, month, lifetime.
+    pub windows: Vec<WindowView>,
 }
 
 impl From<&BudgetState> for BudgetView {
@@ -115,6 +219,8 @@ impl From<&BudgetState> for BudgetView {
         let remaining = state.remaining_nano();
         BudgetView {
             name: state.name.to_string(),
+            root: state.root.to_string(),
+            shadow: state.shadow,
             limit_nano_usd: state.limit_nano,
             spent_nano_usd: state.spent_nano,
             reserved_nano_usd: state.reserved_nano,
@@ -123,6 +229,7 @@ impl From<&BudgetState> for BudgetView {
             limit_usd: format_usd(state.limit_nano),
             spent_usd: format_usd(state.spent_nano),
             remaining_usd: format_usd(remaining),
+            windows: state.windows.iter().map(WindowView::from).collect(),
         }
     }
 }
@@ -130,21 +237,22 @@ impl From<&BudgetState> for BudgetView {
 /// Body of `GET /admin/budgets`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetList {
-    /// Every listed budget, sorted by name.
+    /// Every listed budget, sorted by root and then name.
     pub budgets: Vec<BudgetView>,
 }
 
-/// `PUT /admin/budgets/{name}`: sets the limit, creating the budget when it is missing.
+/// `PUT /admin/budgets/{name}`: sets limits or the shadow flag, creating the budget when it is
+/// missing, and returns the budget.
 pub async fn put_budget(
     _: AdminAccess,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    JsonBody(body): JsonBody<LimitBody>,
+    JsonBody(body): JsonBody<BudgetBody>,
 ) -> Result<Json<BudgetView>, Error> {
-    let budget = BudgetName::parse(&name)?;
-    let limit_nano = parse_usd(&body.limit_usd)?;
-    let updated = state.store.set_limit(&budget, limit_nano).await?;
-    tracing::info!(%budget, limit_nano, "budget limit set");
+    let id = budget_id(&name, body.root.as_deref())?;
+    let update = body.to_update()?;
+    let updated = state.store.update_budget(&id, &update).await?;
+    tracing::info!(budget = %id, ?update, "budget updated");
     Ok(Json(BudgetView::from(&updated)))
 }
 
@@ -153,22 +261,59 @@ pub async fn get_budget(
     _: AdminAccess,
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<RootQuery>,
 ) -> Result<Json<BudgetView>, Error> {
-    let budget = BudgetName::parse(&name)?;
-    match state.store.budget(&budget).await? {
+    let id = budget_id(&name, query.root.as_deref())?;
+    match state.store.budget_of(&id).await? {
         Some(found) => Ok(Json(BudgetView::from(&found))),
         None => Err(Error::BudgetNotFound { name }),
     }
 }
 
-/// `GET /admin/budgets`: every listed budget, sorted by name.
+/// `DELETE /admin/budgets/{name}`: removes the budget and returns it as it was, or 404.
+pub async fn delete_budget(
+    _: AdminAccess,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<RootQuery>,
+) -> Result<Json<BudgetView>, Error> {
+    let id = budget_id(&name, query.root.as_deref())?;
+    match state.store.delete_budget(&id).await? {
+        Some(deleted) => {
+            tracing::info!(budget = %id, "budget deleted");
+            Ok(Json(BudgetView::from(&deleted)))
+        }
+        None => Err(Error::BudgetNotFound { name }),
+    }
+}
+
+/// `POST /admin/budgets/{name}/windows/{window}/reset`: sets the current period's spent and
+/// overrun to 0 and returns the budget.
+pub async fn reset_window(
+    _: AdminAccess,
+    State(state): State<AppState>,
+    Path((name, window)): Path<(String, String)>,
+    Query(query): Query<RootQuery>,
+) -> Result<Json<BudgetView>, Error> {
+    let id = budget_id(&name, query.root.as_deref())?;
+    let kind = WindowKind::parse(&window).ok_or(Error::InvalidWindow(window))?;
+    match state.store.reset_window(&id, kind).await? {
+        Some(reset) => {
+            tracing::info!(budget = %id, window = %kind, "window reset");
+            Ok(Json(BudgetView::from(&reset)))
+        }
+        None => Err(Error::BudgetNotFound { name }),
+    }
+}
+
+/// `GET /admin/budgets`: every listed budget with its windows.
 pub async fn list_budgets(
     _: AdminAccess,
     State(state): State<AppState>,
 ) -> Result<Json<BudgetList>, Error> {
     let mut budgets = Vec::new();
-    for name in state.store.budget_names().await? {
-        if let Some(found) = state.store.budget(&name).await? {
+    for id in state.store.budget_ids().await? {
+        if let Some(found) = state.store.budget_of(&id).await? {
             budgets.push(BudgetView::from(&found));
         }
     }

@@ -7,20 +7,25 @@ use axum::extract::{FromRequest, Request, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use std::sync::atomic::Ordering;
+
 use spendfuse_protocol::{
-    Denial, Grant, Rejection, ReserveRequest, ReserveResponse, SettleRequest, SettleResponse,
-    UsageSource, RESERVE_PATH, SETTLE_PATH,
+    Denial, Grant, LoopCheck as ProtocolLoopCheck, LoopDenial, Rejection, ReserveRequest,
+    ReserveResponse, SettleRequest, SettleResponse, UsageSource, RESERVE_PATH, SETTLE_PATH,
 };
 
 use crate::admin;
 use crate::cost::{check_usage, reserve_cost, settle_cost};
 use crate::error::Error;
-use crate::store::{BudgetName, Charge, ReserveOutcome, SettleOutcome};
+use crate::store::{BudgetName, Charge, LoopCheck, ReserveOutcome, SettleOutcome};
 use crate::AppState;
 
 /// Maximum lease a reserve may request: 7 days, in milliseconds. Lease deadlines are Lua
 /// numbers, and a hold meant to outlive a week is almost surely a configuration mistake.
 pub const MAX_LEASE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Maximum number of scopes in one reserve call, the budget and its parents together.
+pub const MAX_SCOPES: usize = 8;
 
 /// Maximum length of a reservation id accepted by settle, in bytes. Generated ids have 32.
 const MAX_RESERVATION_ID_BYTES: usize = 128;
@@ -35,10 +40,17 @@ pub fn router(state: AppState) -> Router {
         .route(SETTLE_PATH, post(settle))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/admin/budgets", get(admin::list_budgets))
         .route(
             "/admin/budgets/{name}",
-            get(admin::get_budget).put(admin::put_budget),
+            get(admin::get_budget)
+                .put(admin::put_budget)
+                .delete(admin::delete_budget),
+        )
+        .route(
+            "/admin/budgets/{name}/windows/{window}/reset",
+            post(admin::reset_window),
         )
         .route("/admin/pricing", get(admin::get_pricing))
         .route("/admin/pricing/reload", post(admin::reload_pricing))
@@ -69,13 +81,15 @@ async fn reserve(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<ReserveRequest>,
 ) -> Result<Json<ReserveResponse>, Error> {
-    let budget = BudgetName::parse(&request.budget)?;
+    let scopes = parse_scopes(&request.budget, &request.parents)?;
+    let budget = &scopes[0];
     if request.lease_ms == 0 || request.lease_ms > MAX_LEASE_MS {
         return Err(Error::InvalidLease {
             lease_ms: request.lease_ms,
             max: MAX_LEASE_MS,
         });
     }
+    let loop_check = request.loop_check.as_ref().map(check_loop).transpose()?;
     let pricing = state.pricing.current();
     let Some(price) = pricing.price(&request.model) else {
         tracing::debug!(%budget, model = %request.model, "reserve rejected: unknown model");
@@ -98,15 +112,34 @@ async fn reserve(
 
     let outcome = state
         .store
-        .reserve(&budget, &reservation_id, &cost, request.lease_ms)
+        .reserve(
+            &scopes,
+            &reservation_id,
+            &cost,
+            request.lease_ms,
+            loop_check.as_ref(),
+        )
         .await?;
+    let scope_name = |index: usize| scopes.get(index).unwrap_or(budget).to_string();
     let response = match outcome {
         ReserveOutcome::Granted {
             output_tokens,
             reserved_nano,
             limit_nano,
             remaining_nano,
+            binding: _,
+            shadow_breach,
         } => {
+            state.metrics.grants.fetch_add(1, Ordering::Relaxed);
+            let shadow_budget = shadow_breach.map(|breach| {
+                state.metrics.shadow_denials.fetch_add(1, Ordering::Relaxed);
+                let shadow_budget = scope_name(breach.scope);
+                tracing::info!(
+                    %reservation_id, budget = %shadow_budget, window = %breach.window,
+                    reserved_nano, "shadow budget would have lowered or denied the request"
+                );
+                shadow_budget
+            });
             tracing::debug!(
                 %reservation_id, %budget, output_tokens, reserved_nano, remaining_nano,
                 "reserve granted"
@@ -117,17 +150,23 @@ async fn reserve(
                 reserved_nano_usd: reserved_nano,
                 limit_nano_usd: limit_nano,
                 remaining_nano_usd: remaining_nano,
+                shadow_budget,
             })
         }
         ReserveOutcome::Denied {
             limit_nano,
             remaining_nano,
+            exhausted,
         } => {
+            state.metrics.denials.fetch_add(1, Ordering::Relaxed);
+            let exhausted_budget = scope_name(exhausted.scope);
             tracing::debug!(
-                %budget, remaining_nano, required_nano = cost.required_nano, "reserve denied"
+                budget = %exhausted_budget, window = %exhausted.window, remaining_nano,
+                required_nano = cost.required_nano, "reserve denied"
             );
             ReserveResponse::Denied(Denial {
-                budget: budget.to_string(),
+                budget: exhausted_budget,
+                window: Some(exhausted.window.to_string()),
                 limit_nano_usd: limit_nano,
                 remaining_nano_usd: remaining_nano,
                 required_nano_usd: cost.required_nano,
@@ -135,24 +174,82 @@ async fn reserve(
             })
         }
         ReserveOutcome::UnknownBudget => {
-            tracing::debug!(%budget, "reserve denied: unknown budget");
+            state.metrics.denials.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%budget, "reserve denied: no scope has a budget");
             ReserveResponse::Denied(Denial {
                 budget: budget.to_string(),
+                window: None,
                 limit_nano_usd: 0,
                 remaining_nano_usd: 0,
                 required_nano_usd: cost.required_nano,
                 unknown_budget: true,
             })
         }
+        ReserveOutcome::LoopDetected { max_repeats } => {
+            state.metrics.loop_denials.fetch_add(1, Ordering::Relaxed);
+            let window_ms = loop_check.as_ref().map_or(0, |check| check.window_ms);
+            tracing::info!(%budget, max_repeats, window_ms, "loop check stopped a request");
+            ReserveResponse::LoopDetected(LoopDenial {
+                budget: budget.to_string(),
+                max_repeats,
+                window_ms,
+            })
+        }
     };
     Ok(Json(response))
+}
+
+/// Checks the request's scopes: each a valid name, no repeats, at most [`MAX_SCOPES`].
+/// Returns them from the leaf to the root.
+fn parse_scopes(budget: &str, parents: &[String]) -> Result<Vec<BudgetName>, Error> {
+    if parents.len() + 1 > MAX_SCOPES {
+        return Err(Error::TooManyScopes {
+            count: parents.len() + 1,
+            max: MAX_SCOPES,
+        });
+    }
+    let mut scopes = Vec::with_capacity(parents.len() + 1);
+    for name in std::iter::once(budget).chain(parents.iter().map(String::as_str)) {
+        let scope = BudgetName::parse(name)?;
+        if scopes.contains(&scope) {
+            return Err(Error::RepeatedScope {
+                name: name.to_string(),
+            });
+        }
+        scopes.push(scope);
+    }
+    Ok(scopes)
+}
+
+/// Checks a loop check's numbers and its hash, which becomes part of a Redis key.
+fn check_loop(check: &ProtocolLoopCheck) -> Result<LoopCheck, Error> {
+    let valid_hash =
+        check.body_sha256.len() == 64 && check.body_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid_hash
+        || check.max_repeats == 0
+        || check.window_ms == 0
+        || check.window_ms > MAX_LEASE_MS
+    {
+        return Err(Error::InvalidLoopCheck(format!(
+            "body_sha256 must be 64 hex digits, max_repeats at least 1 and window_ms from 1 to \
+             {MAX_LEASE_MS}; got {:?}, {} and {}",
+            check.body_sha256, check.max_repeats, check.window_ms
+        )));
+    }
+    Ok(LoopCheck {
+        body_sha256: check.body_sha256.to_ascii_lowercase(),
+        max_repeats: check.max_repeats,
+        window_ms: check.window_ms,
+    })
 }
 
 async fn settle(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<SettleRequest>,
 ) -> Result<Json<SettleResponse>, Error> {
-    let budget = BudgetName::parse(&request.budget)?;
+    let scopes = parse_scopes(&request.budget, &request.parents)?;
+    let budget = &scopes[0];
+    let root = &scopes[scopes.len() - 1];
     check_reservation_id(&request.reservation_id)?;
     check_usage(&request.usage)?;
     let reservation_id = request.reservation_id;
@@ -167,9 +264,18 @@ async fn settle(
             Charge::Held
         });
 
-    let outcome = state.store.settle(&budget, &reservation_id, charge).await?;
+    let thresholds = state.alerts.script_argument();
+    let outcome = state
+        .store
+        .settle(root, &reservation_id, charge, &thresholds)
+        .await?;
     let (settlement, already_settled) = match outcome {
-        SettleOutcome::Settled(settlement) => (settlement, false),
+        SettleOutcome::Settled(settlement, alerts) => {
+            for alert in alerts {
+                state.alerts.fire(alert);
+            }
+            (settlement, false)
+        }
         SettleOutcome::AlreadySettled(settlement) => (settlement, true),
         SettleOutcome::UnknownReservation => {
             return Err(Error::ReservationNotFound {
@@ -208,6 +314,11 @@ fn settle_charge(
         return Ok(Err(format!("model {model} has no price")));
     };
     Ok(Ok(Charge::Actual(settle_cost(price, usage)?)))
+}
+
+/// Returns the decision counters in the Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> String {
+    state.metrics.render()
 }
 
 /// Returns 200 while the process runs.

@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! [budgets."team-search"]
-//! limit_usd = "25.00"
+//! root = "org-acme"
+//! windows = { month = "500.00", minute = "5.00" }
 //! ```
 //!
 //! `config/budgets.toml` documents the format.
@@ -12,9 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::admin::{budget_id, BudgetBody};
 use crate::error::Error;
 use crate::money::{parse_usd, DecimalError};
-use crate::store::BudgetName;
+use crate::store::{BudgetId, BudgetUpdate};
 
 /// Reason a budgets file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -34,24 +36,20 @@ pub enum BudgetsFileError {
     /// A limit does not parse.
     #[error("invalid budgets file: budgets.{name:?}.limit_usd: {source}")]
     Limit { name: String, source: DecimalError },
+    /// An entry's windows, root or limits cannot be used.
+    #[error("invalid budgets file: budgets.{name:?}: {source}")]
+    Entry { name: String, source: Error },
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BudgetsFile {
     #[serde(default)]
-    budgets: BTreeMap<String, BudgetEntry>,
+    budgets: BTreeMap<String, BudgetBody>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BudgetEntry {
-    limit_usd: String,
-}
-
-/// Reads the budgets file at `path` and returns each budget with its limit in nano-dollars,
-/// sorted by name.
-pub fn load(path: &Path) -> Result<Vec<(BudgetName, u64)>, BudgetsFileError> {
+/// Reads the budgets file at `path` and returns each budget with its update, sorted by name.
+pub fn load(path: &Path) -> Result<Vec<(BudgetId, BudgetUpdate)>, BudgetsFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| BudgetsFileError::Read {
         path: path.to_path_buf(),
         source,
@@ -60,38 +58,81 @@ pub fn load(path: &Path) -> Result<Vec<(BudgetName, u64)>, BudgetsFileError> {
 }
 
 /// Parses the text of a budgets file.
-pub fn parse(text: &str) -> Result<Vec<(BudgetName, u64)>, BudgetsFileError> {
+pub fn parse(text: &str) -> Result<Vec<(BudgetId, BudgetUpdate)>, BudgetsFileError> {
     let file: BudgetsFile = toml::from_str(text)?;
-    let mut limits = Vec::with_capacity(file.budgets.len());
+    let mut entries = Vec::with_capacity(file.budgets.len());
     for (name, entry) in file.budgets {
-        let budget = BudgetName::parse(&name).map_err(BudgetsFileError::Name)?;
-        let limit = parse_usd(&entry.limit_usd)
-            .map_err(|source| BudgetsFileError::Limit { name, source })?;
-        limits.push((budget, limit));
+        let id = budget_id(&name, entry.root.as_deref()).map_err(BudgetsFileError::Name)?;
+        if let Some(limit) = &entry.limit_usd {
+            if let Err(source) = parse_usd(limit) {
+                return Err(BudgetsFileError::Limit { name, source });
+            }
+        }
+        let update = match entry.to_update() {
+            Ok(update) if !update.limits.is_empty() => update,
+            Ok(_) => {
+                let source = Error::NoWindows {
+                    budget: id.to_string(),
+                };
+                return Err(BudgetsFileError::Entry { name, source });
+            }
+            Err(source) => return Err(BudgetsFileError::Entry { name, source }),
+        };
+        entries.push((id, update));
     }
-    Ok(limits)
+    Ok(entries)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::WindowKind;
 
     #[test]
     fn entries_parse_in_name_order() {
         let text = "[budgets.b]\nlimit_usd = \"2\"\n[budgets.a]\nlimit_usd = \"1.5\"\n";
-        let parsed = parse(text).ok().map(|limits| {
-            limits
+        let parsed = parse(text).ok().map(|entries| {
+            entries
                 .into_iter()
-                .map(|(n, l)| (n.to_string(), l))
+                .map(|(id, update)| (id.name.to_string(), update.limits))
                 .collect::<Vec<_>>()
         });
         assert_eq!(
             parsed,
             Some(vec![
-                ("a".to_string(), 1_500_000_000),
-                ("b".to_string(), 2_000_000_000)
+                ("a".to_string(), vec![(WindowKind::Lifetime, 1_500_000_000)]),
+                ("b".to_string(), vec![(WindowKind::Lifetime, 2_000_000_000)])
             ])
         );
+    }
+
+    #[test]
+    fn windows_root_and_shadow_parse() {
+        let text = "[budgets.team]\nroot = \"org\"\nshadow = true\n\
+                    windows = { month = \"500\", minute = \"5\" }\n";
+        let entries = parse(text).ok().unwrap_or_default();
+        let (id, update) = entries.first().cloned().unzip();
+        assert_eq!(id.map(|id| id.root.to_string()), Some("org".to_string()));
+        assert_eq!(
+            update.clone().map(|u| u.limits),
+            Some(vec![
+                (WindowKind::Minute, 5_000_000_000),
+                (WindowKind::Month, 500_000_000_000)
+            ])
+        );
+        assert_eq!(update.and_then(|u| u.shadow), Some(true));
+    }
+
+    #[test]
+    fn unknown_window_is_rejected() {
+        let result = parse("[budgets.a]\nwindows = { fortnight = \"1\" }\n");
+        assert!(matches!(result, Err(BudgetsFileError::Entry { .. })));
+    }
+
+    #[test]
+    fn entry_without_limits_is_rejected() {
+        let result = parse("[budgets.a]\nshadow = true\n");
+        assert!(matches!(result, Err(BudgetsFileError::Entry { .. })));
     }
 
     #[test]

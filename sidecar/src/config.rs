@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
+use crate::cli::Command;
+use crate::connection::RedisTarget;
+
 /// Environment variable that contains the admin token itself, as an alternative to a token file.
 pub const ADMIN_TOKEN_ENV: &str = "SPENDFUSE_ADMIN_TOKEN";
 
@@ -36,6 +39,27 @@ pub struct Args {
     )]
     pub redis_url: String,
 
+    /// Redis Cluster node URLs, comma-separated, such as
+    /// redis://127.0.0.1:7000,redis://127.0.0.1:7001. When set, the sidecar connects to the
+    /// cluster and ignores --redis-url.
+    #[arg(
+        long,
+        env = "SPENDFUSE_REDIS_CLUSTER_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub redis_cluster_urls: Vec<String>,
+
+    /// UTC offset of budget window boundaries (day, week, month) in minutes, such as 60 for
+    /// UTC+01:00; from -840 to 840. A fixed offset: it does not follow daylight saving time.
+    #[arg(
+        long,
+        env = "SPENDFUSE_UTC_OFFSET_MINUTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub utc_offset_minutes: i32,
+
     /// Pricing file (TOML) with the USD price per million tokens of each model.
     #[arg(long, env = "SPENDFUSE_PRICING", default_value = "config/pricing.toml")]
     pub pricing: PathBuf,
@@ -48,6 +72,36 @@ pub struct Args {
     /// File whose content (trailing whitespace removed) is the admin API bearer token.
     #[arg(long, env = "SPENDFUSE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Alert thresholds in percent of a window's limit, comma-separated. Each fires once per
+    /// window period as a warn log line and, with --alert-webhook-url, a webhook POST.
+    #[arg(
+        long,
+        env = "SPENDFUSE_ALERT_THRESHOLDS",
+        value_delimiter = ',',
+        default_value = "50,80,100"
+    )]
+    pub alert_thresholds: Vec<u64>,
+
+    /// URL that receives each alert as a JSON POST, retried with exponential backoff. No
+    /// webhook by default.
+    #[arg(long, env = "SPENDFUSE_ALERT_WEBHOOK_URL", hide_env_values = true)]
+    pub alert_webhook_url: Option<String>,
+
+    /// Budget command to run against Redis instead of serving the API.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Args {
+    /// Returns the Redis to connect to: the cluster when its URLs are set, else --redis-url.
+    pub fn redis_target(&self) -> RedisTarget {
+        if self.redis_cluster_urls.is_empty() {
+            RedisTarget::Single(self.redis_url.clone())
+        } else {
+            RedisTarget::Cluster(self.redis_cluster_urls.clone())
+        }
+    }
 }
 
 /// Reason the admin token cannot be read.
@@ -108,6 +162,24 @@ mod tests {
                 PathBuf::from("config/pricing.toml"),
                 None
             ))
+        );
+    }
+
+    #[test]
+    fn cluster_urls_select_the_cluster() {
+        let args = Args::try_parse_from([
+            "spendfuse-sidecar",
+            "--redis-cluster-urls",
+            "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+        ])
+        .ok();
+        let urls = vec![
+            "redis://127.0.0.1:7000".to_string(),
+            "redis://127.0.0.1:7001".to_string(),
+        ];
+        assert_eq!(
+            args.map(|a| a.redis_target()),
+            Some(RedisTarget::Cluster(urls))
         );
     }
 

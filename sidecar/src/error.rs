@@ -12,6 +12,7 @@ use crate::cost::CostError;
 use crate::money::DecimalError;
 use crate::pricing::PricingError;
 use crate::reload::ReloadError;
+use crate::window::WindowKind;
 
 /// Every failure that a request to the sidecar can end with.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,30 @@ pub enum Error {
     /// A reservation id that the sidecar cannot have generated.
     #[error("invalid reservation_id {id:?}: {reason}; send the id from the grant")]
     InvalidReservationId { id: String, reason: &'static str },
+    /// A reserve or settle names more scopes than allowed.
+    #[error("too many budget scopes: {count}; send at most {max}, the budget and its parents")]
+    TooManyScopes { count: usize, max: usize },
+    /// A scope appears twice in one request.
+    #[error("budget scope {name:?} appears twice; list each scope once")]
+    RepeatedScope { name: String },
+    /// A store call was given no scopes.
+    #[error("no budget scope given; name at least the budget")]
+    NoScopes,
+    /// A loop check with numbers out of range.
+    #[error("invalid loop_check: {0}")]
+    InvalidLoopCheck(String),
+    /// A UTC offset outside -14:00 to +14:00.
+    #[error("invalid UTC offset {0} minutes: use -840 to 840")]
+    InvalidUtcOffset(i32),
+    /// A budget would have no window.
+    #[error("budget {budget} needs at least one window limit, such as {{\"month\": \"500.00\"}}")]
+    NoWindows { budget: String },
+    /// A window kind that does not exist.
+    #[error("invalid window {0:?}: use minute, hour, day, week, month or lifetime")]
+    InvalidWindow(String),
+    /// The admin API named a window that the budget lacks.
+    #[error("budget {budget} has no {window} window; add it with PUT /admin/budgets/{{name}}")]
+    WindowNotFound { budget: String, window: WindowKind },
     /// A budget limit that is not a valid dollar amount.
     #[error("invalid limit_usd: {0}")]
     InvalidLimit(#[from] DecimalError),
@@ -60,6 +85,12 @@ pub enum Error {
     /// A script returned a reply of an unexpected shape.
     #[error("unexpected reply from the {script} script: {reply}")]
     ScriptReply { script: &'static str, reply: String },
+    /// Alert settings that cannot be used.
+    #[error("invalid alert settings: {0}")]
+    InvalidAlert(String),
+    /// Encoding an output as JSON failed.
+    #[error("encoding the output as JSON failed: {0}")]
+    Encode(String),
     /// The operating system's random source failed.
     #[error("cannot generate a reservation id: {0}")]
     Random(getrandom::Error),
@@ -74,10 +105,18 @@ impl Error {
             | Error::InvalidLease { .. }
             | Error::InvalidBudgetName { .. }
             | Error::InvalidReservationId { .. }
-            | Error::InvalidLimit(_) => StatusCode::BAD_REQUEST,
-            Error::ReservationNotFound { .. } | Error::BudgetNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            | Error::InvalidLimit(_)
+            | Error::TooManyScopes { .. }
+            | Error::RepeatedScope { .. }
+            | Error::NoScopes
+            | Error::InvalidLoopCheck(_)
+            | Error::InvalidUtcOffset(_)
+            | Error::NoWindows { .. }
+            | Error::InvalidWindow(_)
+            | Error::InvalidAlert(_) => StatusCode::BAD_REQUEST,
+            Error::ReservationNotFound { .. }
+            | Error::BudgetNotFound { .. }
+            | Error::WindowNotFound { .. } => StatusCode::NOT_FOUND,
             Error::PricingReload(ReloadError::NoFile) => StatusCode::CONFLICT,
             // An unreadable file is a problem of the host, not of the request.
             Error::PricingReload(ReloadError::Pricing(PricingError::Read { .. })) => {
@@ -88,7 +127,9 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             // The filter treats 503 as "no decision" and applies its failure mode.
             Error::Redis(_) | Error::RedisTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::ScriptReply { .. } | Error::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::ScriptReply { .. } | Error::Random(_) | Error::Encode(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

@@ -6,21 +6,30 @@
 //! [`router`] builds the HTTP service, and the binary in `main.rs` serves it.
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod budgets;
+pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod cost;
 pub mod error;
+pub mod metrics;
 pub mod model_name;
 pub mod money;
 pub mod pricing;
 pub mod reload;
 pub mod store;
+pub mod window;
 
 pub use api::router;
 pub use error::Error;
 
+use std::sync::Arc;
+
 use admin::AdminToken;
+use alerts::Alerts;
+use metrics::Metrics;
 use reload::SharedPricing;
 use store::Store;
 
@@ -33,4 +42,8 @@ pub struct AppState {
     pub pricing: SharedPricing,
     /// Token that the admin API requires, or none to disable it.
     pub admin_token: AdminToken,
+    /// Decision counters, served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Spend alert thresholds and webhook.
+    pub alerts: Alerts,
 }

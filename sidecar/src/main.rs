@@ -9,11 +9,13 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use clap::Parser;
 use spendfuse_sidecar::admin::AdminToken;
+use spendfuse_sidecar::alerts::{Alerts, RetryPolicy};
+use spendfuse_sidecar::cli::{self, BudgetCommand, Command};
 use spendfuse_sidecar::config::{admin_token, Args, ADMIN_TOKEN_ENV};
 use spendfuse_sidecar::reload::{
     spawn_sighup_reload, watch_pricing_file, SharedPricing, POLL_INTERVAL,
 };
-use spendfuse_sidecar::store::{BudgetName, Store};
+use spendfuse_sidecar::store::{BudgetId, BudgetUpdate, Store, StoreOptions};
 use spendfuse_sidecar::{budgets, router, AppState};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -27,13 +29,18 @@ const STARTUP_RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = Args::parse();
+    // Budget commands print JSON on stdout, so they run before logging starts there.
+    if let Some(Command::Budgets(command)) = &args.command {
+        return run_budget_command(&args, command).await;
+    }
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let colored = std::io::stdout().is_terminal();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colored)
         .init();
-    let args = Args::parse();
 
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,7 +97,17 @@ async fn run(args: Args) -> Result<(), String> {
         None => Vec::new(),
     };
 
-    let store = Store::open(&args.redis_url).map_err(|error| error.to_string())?;
+    let alerts = Alerts::new(
+        &args.alert_thresholds,
+        args.alert_webhook_url.as_deref(),
+        RetryPolicy::default(),
+    )
+    .map_err(|error| error.to_string())?;
+    let options = StoreOptions {
+        utc_offset_minutes: args.utc_offset_minutes,
+        clock_shift_ms: 0,
+    };
+    let store = Store::connect(&args.redis_target(), options).map_err(|e| e.to_string())?;
     let started = tokio::select! {
         result = prepare_redis(&store, &limits) => Some(result),
         _ = stopped(stop.clone()) => None,
@@ -116,6 +133,8 @@ async fn run(args: Args) -> Result<(), String> {
         store,
         pricing,
         admin_token,
+        metrics: Default::default(),
+        alerts,
     };
     tracing::info!(address = %args.listen, "listening");
 
@@ -139,8 +158,31 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs one budget command against the configured Redis, prints its JSON on stdout or its
+/// error on stderr, and returns the exit code.
+async fn run_budget_command(args: &Args, command: &BudgetCommand) -> ExitCode {
+    let options = StoreOptions {
+        utc_offset_minutes: args.utc_offset_minutes,
+        clock_shift_ms: 0,
+    };
+    let result = match Store::connect(&args.redis_target(), options) {
+        Ok(store) => cli::run(command, &store).await,
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("spendfuse-sidecar budgets: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Loads the scripts, retrying until Redis responds, then applies the budgets file.
-async fn prepare_redis(store: &Store, limits: &[(BudgetName, u64)]) -> Result<(), String> {
+async fn prepare_redis(store: &Store, limits: &[(BudgetId, BudgetUpdate)]) -> Result<(), String> {
     let mut delay = STARTUP_RETRY_MIN;
     let hashes = loop {
         match store.load_scripts().await {
@@ -164,11 +206,11 @@ async fn prepare_redis(store: &Store, limits: &[(BudgetName, u64)]) -> Result<()
         "scripts loaded"
     );
 
-    for (name, limit_nano) in limits {
+    for (id, update) in limits {
         store
-            .set_limit(name, *limit_nano)
+            .update_budget(id, update)
             .await
-            .map_err(|error| format!("cannot apply the limit of budget {name}: {error}"))?;
+            .map_err(|error| format!("cannot apply the limits of budget {id}: {error}"))?;
     }
     tracing::info!(budgets = limits.len(), "budgets loaded");
     Ok(())

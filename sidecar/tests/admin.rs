@@ -9,7 +9,8 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use common::{reserve_request, settle_request, TestEnv, TEST_TOKEN};
 use serde_json::{json, Value};
-use spendfuse_sidecar::admin::{BudgetList, BudgetView};
+use spendfuse_sidecar::admin::{BudgetList, BudgetView, WindowView};
+use spendfuse_sidecar::window::WindowKind;
 
 async fn put_limit(env: &TestEnv, name: &str, limit: &str) -> (StatusCode, Value) {
     let path = format!("/admin/budgets/{name}");
@@ -86,6 +87,8 @@ async fn put_creates_the_budget() {
         view,
         BudgetView {
             name: "team".into(),
+            root: "team".into(),
+            shadow: false,
             limit_nano_usd: 25_000_000_000,
             spent_nano_usd: 0,
             reserved_nano_usd: 0,
@@ -94,6 +97,19 @@ async fn put_creates_the_budget() {
             limit_usd: "25.000000000".into(),
             spent_usd: "0.000000000".into(),
             remaining_usd: "25.000000000".into(),
+            windows: vec![WindowView {
+                window: WindowKind::Lifetime,
+                limit_nano_usd: 25_000_000_000,
+                spent_nano_usd: 0,
+                reserved_nano_usd: 0,
+                remaining_nano_usd: 25_000_000_000,
+                overrun_nano_usd: 0,
+                limit_usd: "25.000000000".into(),
+                spent_usd: "0.000000000".into(),
+                remaining_usd: "25.000000000".into(),
+                period_start_ms: 0,
+                period_end_ms: None,
+            }],
         }
     );
 }

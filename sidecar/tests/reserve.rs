@@ -319,6 +319,8 @@ async fn redis_down_is_service_unavailable() {
         store,
         pricing: SharedPricing::new(common::shipped_pricing()),
         admin_token: AdminToken::disabled(),
+        metrics: Default::default(),
+        alerts: Default::default(),
     };
     let body = serde_json::to_value(reserve_request("team", "gpt-4o", 10, 10, 1)).unwrap();
     let (status, _) = common::send(

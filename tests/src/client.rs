@@ -94,6 +94,52 @@ impl AdminClient {
         read_json(response, &context).await
     }
 
+    /// Sends `body` (root, windows, shadow or limit_usd) to `PUT /admin/budgets/{name}` and
+    /// returns the budget as the sidecar shows it.
+    pub async fn put_budget(&self, name: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}/admin/budgets/{name}", self.base);
+        let context = format!("putting budget {name}");
+        let response = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|error| Error::http(context.clone(), error))?;
+        read_json(response, &context).await
+    }
+
+    /// Returns budget `name` under `root` with every window, as the sidecar shows it.
+    pub async fn budget_under(&self, name: &str, root: &str) -> Result<Value> {
+        let url = format!("{}/admin/budgets/{name}?root={root}", self.base);
+        let context = format!("reading budget {name} under {root}");
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|error| Error::http(context.clone(), error))?;
+        read_json(response, &context).await
+    }
+
+    /// Returns the sidecar's `/metrics` text.
+    pub async fn metrics(&self) -> Result<String> {
+        let url = format!("{}/metrics", self.base);
+        let context = "reading the sidecar's metrics".to_string();
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|error| Error::http(context.clone(), error))?;
+        response
+            .text()
+            .await
+            .map_err(|error| Error::http(context, error))
+    }
+
     /// Polls budget `name` until `done` returns true or `timeout` passes, and returns the last state.
     pub async fn wait_for_budget(
         &self,

@@ -56,10 +56,30 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server and waits until it replies to PING.
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), &["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts redis-server on `port` with the append-only file that the README documents,
+    /// in `dir`, and waits until it replies to PING.
+    pub fn start_durable(port: u16, dir: &Path) -> Self {
+        let dir = dir.to_str().expect("the Redis directory is valid UTF-8");
+        let args = [
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--dir",
+            dir,
+        ];
+        Self::start_on(port, &args)
+    }
+
+    fn start_on(port: u16, args: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -74,7 +94,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Stops the server now.
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to exit.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -166,6 +186,8 @@ impl TestEnv {
             store: store.clone(),
             pricing,
             admin_token,
+            metrics: Default::default(),
+            alerts: Default::default(),
         };
         let app = router(state.clone());
         TestEnv {
@@ -283,12 +305,14 @@ pub fn reserve_request(
 ) -> ReserveRequest {
     ReserveRequest {
         budget: budget.into(),
+        parents: Vec::new(),
         model: model.into(),
         prompt_tokens: prompt,
         max_output_tokens: max,
         min_output_tokens: min,
         choices: 1,
         lease_ms: 60_000,
+        loop_check: None,
     }
 }
 
@@ -304,6 +328,7 @@ pub fn settle_request(
     SettleRequest {
         reservation_id: reservation_id.into(),
         budget: budget.into(),
+        parents: Vec::new(),
         model: model.into(),
         usage: Usage {
             prompt_tokens: prompt,
@@ -326,6 +351,7 @@ pub fn settle_usage(
     SettleRequest {
         reservation_id: reservation_id.into(),
         budget: budget.into(),
+        parents: Vec::new(),
         model: model.into(),
         usage,
         source: UsageSource::Provider,
@@ -436,4 +462,127 @@ impl Drop for SidecarProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Three redis-server masters in cluster mode on free loopback ports, each with its own
+/// directory, joined by `redis-cli --cluster create`. Killed on drop.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts the three masters, creates the cluster and waits until it reports `ok`.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("create the cluster's directory");
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            ports: Vec::new(),
+            _dir: dir,
+        };
+        for index in 0..3 {
+            let port = free_port();
+            let node_dir = cluster._dir.path().join(format!("node{index}"));
+            std::fs::create_dir(&node_dir).expect("create a cluster node's directory");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server in cluster mode");
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+        }
+        for &port in &cluster.ports {
+            wait_for_ping(port);
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            status.success(),
+            "redis-cli --cluster create failed: {status}"
+        );
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Node URLs for the sidecar's cluster option.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    fn wait_until_ok(&self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            let ready = self.ports.iter().all(|port| {
+                Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .map(|output| {
+                        String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok")
+                    })
+                    .unwrap_or(false)
+            });
+            if ready {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the Redis cluster on ports {:?} did not reach cluster_state:ok within {START_DEADLINE:?}", self.ports);
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+fn wait_for_ping(port: u16) {
+    let deadline = Instant::now() + START_DEADLINE;
+    while Instant::now() < deadline {
+        if ping(port) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("redis-server on port {port} did not answer PING within {START_DEADLINE:?}");
+}
+
+/// Builds the router over `store` with the shipped pricing and the admin token [`TEST_TOKEN`].
+pub fn app_for(store: &Store) -> Router {
+    router(AppState {
+        store: store.clone(),
+        pricing: SharedPricing::new(shipped_pricing()),
+        admin_token: AdminToken::new(TEST_TOKEN),
+        metrics: Default::default(),
+        alerts: Default::default(),
+    })
 }

@@ -17,7 +17,8 @@ pub async fn returns_ok(http: &reqwest::Client, url: &str) -> bool {
     sent.is_ok_and(|response| response.status() == reqwest::StatusCode::OK)
 }
 
-/// A redis-server on a loopback port that saves nothing to disk.
+/// A redis-server on a loopback port with the append-only file settings that the README
+/// documents, writing into the stack's directory.
 #[derive(Debug)]
 pub struct Redis {
     process: Process,
@@ -31,7 +32,16 @@ impl Redis {
         let mut command = Command::new(paths::redis_bin());
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"]);
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ])
+            .arg("--dir")
+            .arg(dir);
         let mut process = Process::spawn("redis-server", command, &dir.join("redis.log"))?;
         process
             .wait_ready(START_TIMEOUT, || replies_to_ping(port))
