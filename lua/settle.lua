@@ -26,6 +26,9 @@
 -- ARGV[3]  how long the settled reservation hash is kept, ms
 -- ARGV[4]  alert thresholds, percent of a window's limit, comma-separated such as "50,80,100",
 --          or "" for none
+-- ARGV[5]  "1" to cancel a request that never reached the provider: when no reservation of
+--          that id exists yet, a settled one with zero amounts is written, so that a reserve
+--          still in flight with that id fails instead of holding money nobody will settle
 --
 -- Returns {outcome, charged, released, overrun}, all integers, amounts in nano-dollars.
 -- charged is the minimum amount that a window took (0 when no window was charged), and overrun
@@ -34,6 +37,7 @@
 --               when the reservation was held, 0 when its lease had expired).
 --   outcome  2  settled before: the stored numbers, and nothing changed.
 --   outcome  0  unknown reservation (KEYS[2] does not exist): the other fields are 0.
+--   outcome  3  cancelled before its reserve (ARGV[5] is "1"): the other fields are 0.
 --   After the four integers of outcome 1 follows one string per alert that fired:
 --   "NAME<TAB>KIND<TAB>PERCENT<TAB>SPENT<TAB>LIMIT".
 -- Errors: none of its own.
@@ -44,6 +48,7 @@ local reservation_key = KEYS[2]
 local reservation_id = ARGV[1]
 local actual_nano = tonumber(ARGV[2])
 local retention_ms = tonumber(ARGV[3])
+local cancel = ARGV[5] == "1"
 local thresholds = {}
 for percent in string.gmatch(ARGV[4] or "", "%d+") do
   table.insert(thresholds, tonumber(percent))
@@ -53,6 +58,12 @@ local stored = redis.call("HMGET", reservation_key, "state", "amount", "charged"
   "overrun", "windows")
 local state = stored[1]
 if not state then
+  if cancel then
+    redis.call("HSET", reservation_key, "state", "settled", "amount", "0", "charged", "0",
+      "released", "0", "overrun", "0")
+    redis.call("PEXPIRE", reservation_key, int(retention_ms))
+    return {3, 0, 0, 0}
+  end
   return {0, 0, 0, 0}
 end
 if state == "settled" then

@@ -12,7 +12,10 @@ use crate::stream::{StreamMeter, Verdict};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
-use spendfuse_protocol::{ErrorResponse, LoopCheck, ReserveRequest, ReserveResponse, RESERVE_PATH};
+use spendfuse_protocol::{
+    Ending, ErrorResponse, LoopCheck, ReserveRequest, ReserveResponse, SettleRequest, Usage,
+    UsageSource, RESERVE_PATH,
+};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -35,6 +38,7 @@ enum Phase {
     /// The reserve call `token` is in flight.
     Reserving {
         token: u32,
+        reservation_id: String,
         budget: String,
         parents: Vec<String>,
         request: LlmRequest,
@@ -179,7 +183,9 @@ impl Http {
             max_repeats: breaker.max_repeats,
             window_ms: breaker.window.as_millis() as u64,
         });
+        let reservation_id = new_reservation_id(self.id);
         let reserve = ReserveRequest {
+            reservation_id: Some(reservation_id.clone()),
             budget: budget.clone(),
             parents: parents.clone(),
             model: request.model.clone(),
@@ -215,6 +221,7 @@ impl Http {
                 );
                 self.phase = Phase::Reserving {
                     token,
+                    reservation_id,
                     budget,
                     parents,
                     request,
@@ -247,6 +254,7 @@ impl Http {
 
     fn on_reserve_answer(&mut self, config: &Config, status: Option<u32>, body: &[u8]) {
         let Phase::Reserving {
+            reservation_id,
             budget,
             parents,
             request,
@@ -313,6 +321,8 @@ impl Http {
                 return;
             }
             Err(detail) => {
+                // The sidecar may still make the hold after this filter gave up on it.
+                self.cancel_reservation(reservation_id, budget, parents, &request.model);
                 if self.unavailable(config, detail) == Action::Continue {
                     resume_request(self.id);
                 }
@@ -358,6 +368,35 @@ impl Http {
         let mut shared = self.shared.borrow_mut();
         shared.metrics.record_settle(forwarded);
         if let Some(dropped) = shared.settles.push(settle, host::now_ms()) {
+            log::error!(
+                "settle queue full: dropped the settle of {}",
+                dropped.reservation_id()
+            );
+        }
+        shared.wake_root();
+    }
+
+    /// Queues a settle that cancels a reservation whose request never reached the provider:
+    /// it releases the hold if the reserve made one, and stops the reserve if it has not run yet.
+    fn cancel_reservation(
+        &mut self,
+        reservation_id: String,
+        budget: String,
+        parents: Vec<String>,
+        model: &str,
+    ) {
+        log::debug!("#{} cancelling reservation {reservation_id}", self.id);
+        let cancel = SettleRequest {
+            reservation_id,
+            budget,
+            parents,
+            model: model.to_string(),
+            usage: Usage::default(),
+            source: UsageSource::Provider,
+            ending: Ending::NotSent,
+        };
+        let mut shared = self.shared.borrow_mut();
+        if let Some(dropped) = shared.settles.push(cancel, host::now_ms()) {
             log::error!(
                 "settle queue full: dropped the settle of {}",
                 dropped.reservation_id()
@@ -426,6 +465,17 @@ fn budget_of(config: &Config, api: Api, full_path: &str) -> Option<String> {
                 .map(|value| identity::budget_for_value(value, config.hash_identity))
         })
         .or_else(|| config.default_budget.clone())
+}
+
+/// Returns a new reservation id: 128 bits as 32 lower-case hex digits. The bits come from the
+/// standard library's randomly keyed hasher, which WASI seeds from the host's random source,
+/// so ids differ across VMs and workers as well as within one.
+fn new_reservation_id(context_id: u32) -> String {
+    use std::hash::BuildHasher;
+    let high =
+        std::collections::hash_map::RandomState::new().hash_one((context_id, host::now_ms()));
+    let low = std::collections::hash_map::RandomState::new().hash_one((host::now_ms(), context_id));
+    format!("{high:016x}{low:016x}")
 }
 
 fn resume_request(id: u32) {
@@ -551,10 +601,16 @@ impl HttpContext for Http {
         self.shared.borrow_mut().resets.remove(&self.id);
         match std::mem::replace(&mut self.phase, Phase::Answered) {
             Phase::Forwarded(forwarded) => self.queue_settle(&forwarded),
-            Phase::Reserving { .. } => {
-                // NOTE: the reserve response will not reach this context any more, so its
-                // reservation (if granted) is released only when its lease runs out.
+            Phase::Reserving {
+                reservation_id,
+                budget,
+                parents,
+                request,
+                ..
+            } => {
+                // The reserve response will not reach this context any more.
                 log::debug!("#{} request ended while reserving", self.id);
+                self.cancel_reservation(reservation_id, budget, parents, &request.model);
             }
             _ => {}
         }

@@ -37,6 +37,11 @@ pub const SETTLE_PATH: &str = "/v1/settle";
 /// Request to hold the worst-case cost of one LLM request against a budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReserveRequest {
+    /// Identifier for the reservation chosen by the caller (32 lower-case hex digits), so that
+    /// it can cancel a reserve whose response it gave up waiting for. The sidecar generates one
+    /// when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
     /// Most specific budget scope of the request, such as the hashed API key.
     pub budget: String,
     /// Scopes that contain `budget`, from the nearest to the root (for example project, team,
@@ -213,7 +218,8 @@ pub enum Ending {
     ClientDisconnected,
     /// The provider answered with an error status; `usage` is what it had used, often zero.
     UpstreamError,
-    /// The request never reached the provider; the whole hold goes back.
+    /// The request never reached the provider; the whole hold goes back, and a reservation
+    /// that does not exist yet is cancelled so that its reserve, still in flight, fails.
     NotSent,
 }
 

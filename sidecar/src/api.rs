@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 
 use spendfuse_protocol::{
-    Denial, Grant, LoopCheck as ProtocolLoopCheck, LoopDenial, Rejection, ReserveRequest,
+    Denial, Ending, Grant, LoopCheck as ProtocolLoopCheck, LoopDenial, Rejection, ReserveRequest,
     ReserveResponse, SettleRequest, SettleResponse, UsageSource, RESERVE_PATH, SETTLE_PATH,
 };
 
@@ -108,7 +108,13 @@ async fn reserve(
         request.min_output_tokens,
         request.choices,
     )?;
-    let reservation_id = new_reservation_id()?;
+    let reservation_id = match request.reservation_id {
+        Some(id) => {
+            check_reservation_id(&id)?;
+            id
+        }
+        None => new_reservation_id()?,
+    };
 
     let outcome = state
         .store
@@ -253,16 +259,20 @@ async fn settle(
     check_reservation_id(&request.reservation_id)?;
     check_usage(&request.usage)?;
     let reservation_id = request.reservation_id;
-    let charge = settle_charge(&state, &request.model, &request.usage, request.source)?
-        .unwrap_or_else(|reason| {
-            // Charging the hold keeps the cap: forgetting the charge would let the spend
-            // escape it.
-            tracing::warn!(
-                %reservation_id, %budget, model = %request.model, %reason,
-                "settle charges the amount held"
-            );
-            Charge::Held
-        });
+    let charge = if request.ending == Ending::NotSent {
+        Ok(Charge::Cancel)
+    } else {
+        settle_charge(&state, &request.model, &request.usage, request.source)?
+    };
+    let charge = charge.unwrap_or_else(|reason| {
+        // Charging the hold keeps the cap: forgetting the charge would let the spend
+        // escape it.
+        tracing::warn!(
+            %reservation_id, %budget, model = %request.model, %reason,
+            "settle charges the amount held"
+        );
+        Charge::Held
+    });
 
     let thresholds = state.alerts.script_argument();
     let outcome = state

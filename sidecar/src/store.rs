@@ -205,6 +205,9 @@ pub enum Charge {
     Actual(u64),
     /// The amount held by the reservation, for usage that cannot be priced.
     Held,
+    /// Nothing, for a request that never reached the provider. A reservation that does not
+    /// exist yet is written as settled, so that its reserve, if still in flight, fails.
+    Cancel,
 }
 
 /// Amounts of a settled reservation, in nano-dollars.
@@ -465,7 +468,9 @@ impl Store {
             // Amounts are at most 2^53 - 1, so they fit in i64.
             Charge::Actual(nano) => i64::try_from(nano).unwrap_or(i64::MAX),
             Charge::Held => -1,
+            Charge::Cancel => 0,
         };
+        let cancel = if charge == Charge::Cancel { "1" } else { "0" };
         let prefix = key_prefix(root);
         let mut connection = self.connection().await?;
         let reply: Vec<redis::Value> = self
@@ -477,6 +482,7 @@ impl Store {
             .arg(actual)
             .arg(RESERVATION_RETENTION_MS)
             .arg(alert_thresholds)
+            .arg(cancel)
             .invoke_async(&mut connection)
             .await?;
         let invalid = || Error::ScriptReply {
@@ -511,6 +517,7 @@ impl Store {
                 *charged, *released, *overrun,
             )?)),
             [0, ..] => Ok(SettleOutcome::UnknownReservation),
+            [3, ..] => Ok(SettleOutcome::Settled(settlement(0, 0, 0)?, alerts)),
             _ => Err(Error::ScriptReply {
                 script: "settle",
                 reply: format!("{reply:?}"),

@@ -370,3 +370,42 @@ async fn overrun_counts_against_a_raised_limit() {
     env.create_budget("team", 5_260_000).await;
     assert_eq!(env.budget_state("team").await.remaining_nano(), 0);
 }
+
+/// Returns a settle that cancels reservation `id` of budget "team" before it reached a provider.
+fn cancel_request(id: &str) -> spendfuse_protocol::SettleRequest {
+    let mut request = settle_request("team", "gpt-4o", id, 0, 0, 0);
+    request.ending = spendfuse_protocol::Ending::NotSent;
+    request
+}
+
+#[tokio::test]
+async fn cancel_releases_a_hold_without_charge() {
+    let env = TestEnv::new();
+    let id = reserve_team(&env, 1_000_000_000).await;
+    let settled = env.settle(&cancel_request(&id)).await;
+    assert_eq!(settled.charged_nano_usd, 0);
+    assert_eq!(env.budget_state("team").await.reserved_nano, 0);
+}
+
+#[tokio::test]
+async fn cancel_before_reserve_stops_the_reserve() {
+    let env = TestEnv::new();
+    env.create_budget("team", 1_000_000_000).await;
+    let id = "0123456789abcdef0123456789abcdef";
+    env.settle(&cancel_request(id)).await;
+    let mut request = reserve_request("team", "gpt-4o", 100, 500, 16);
+    request.reservation_id = Some(id.to_string());
+    let (status, _) = env.reserve_raw(&request).await;
+    assert_ne!(status, StatusCode::OK);
+    assert_eq!(env.budget_state("team").await.reserved_nano, 0);
+}
+
+#[tokio::test]
+async fn caller_chosen_reservation_id_is_used() {
+    let env = TestEnv::new();
+    env.create_budget("team", 1_000_000_000).await;
+    let mut request = reserve_request("team", "gpt-4o", 100, 500, 16);
+    request.reservation_id = Some("00000000000000000000000000000abc".to_string());
+    let granted = env.reserve_granted(&request).await;
+    assert_eq!(granted, "00000000000000000000000000000abc");
+}

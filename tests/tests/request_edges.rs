@@ -74,3 +74,16 @@ async fn unpriceable_limit_is_400_not_503() {
     let state = stack.admin.budget(&budget).await.expect("budget state");
     assert_eq!(state.reserved_nano_usd, 0, "state {state:?}");
 }
+
+#[tokio::test]
+async fn reserve_given_up_leaves_no_hold() {
+    // A 1 ms sidecar timeout makes the filter give up on most reserves that the sidecar still
+    // completes; whatever the answer, no hold may stay behind.
+    let stack = common::start_with_filter_config(json!({"sidecarTimeout": "1ms"})).await;
+    let (key, budget) = funded_key(&stack, "given-up", TEN_USD_NANO).await;
+    for _ in 0..5 {
+        send(stack.chat(Some(&key), &chat_body(json!({"max_tokens": 50})))).await;
+    }
+    let state = settled_budget(&stack, &budget).await;
+    assert_eq!(state.reserved_nano_usd, 0, "state {state:?}");
+}

@@ -304,6 +304,7 @@ pub fn reserve_request(
     min: u64,
 ) -> ReserveRequest {
     ReserveRequest {
+        reservation_id: None,
         budget: budget.into(),
         parents: Vec::new(),
         model: model.into(),
