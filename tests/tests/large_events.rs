@@ -19,6 +19,8 @@ async fn large_terminal_event(stack: &Stack, terminal_bytes: usize) -> (u64, Sse
         .post(stack, Some(&key), &body)
         .header("x-mock-echo-bytes", terminal_bytes.to_string())
         .header("x-mock-output-tokens", "5")
+        // Slow enough that the hold is still there when the test reads it.
+        .header("x-mock-chunk-delay-ms", "40")
         .send()
         .await
         .expect("answer");

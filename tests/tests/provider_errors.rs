@@ -160,6 +160,8 @@ async fn forced_gzip_stream(endpoint: Endpoint) -> (u64, spendfuse_tests::Budget
     let response = endpoint
         .post(&stack, Some(&key), &body)
         .header("x-mock-force-gzip", "true")
+        // Slow enough that the hold is still there when the test reads it.
+        .header("x-mock-chunk-delay-ms", "30")
         .send()
         .await
         .expect("answer");
