@@ -28,7 +28,7 @@
 --          or "" for none
 -- ARGV[5]  "1" to cancel a request that never reached the provider: when no reservation of
 --          that id exists yet, a settled one with zero amounts is written, so that a reserve
---          still in flight with that id fails instead of holding money nobody will settle
+--          still in flight with that id fails instead of holding money no settle releases
 --
 -- Returns {outcome, charged, released, overrun}, all integers, amounts in nano-dollars.
 -- charged is the minimum amount that a window took (0 when no window was charged), and overrun

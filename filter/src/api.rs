@@ -19,7 +19,7 @@ pub enum Api {
     Embeddings,
 }
 
-/// What the request path tells about a metered request.
+/// Facts the request path gives about a metered request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// The API.
@@ -28,7 +28,7 @@ pub struct Route {
     pub path_model: Option<String>,
     /// Azure deployment named in the path.
     pub deployment: Option<String>,
-    /// True when the path itself asks for a stream (Gemini `streamGenerateContent`).
+    /// True when the path itself requests a stream (Gemini `streamGenerateContent`).
     pub path_stream: bool,
 }
 

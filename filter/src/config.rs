@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// What the filter does when the sidecar cannot answer in time.
+/// Behaviour of the filter when the sidecar does not respond in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum FailureMode {
@@ -22,9 +22,9 @@ pub struct Config {
     pub sidecar_cluster: String,
     /// `:authority` sent on callouts to the sidecar.
     pub sidecar_authority: String,
-    /// Longest wait for a reserve answer before the failure mode applies.
+    /// Longest wait for a reserve response before the failure mode applies.
     pub sidecar_timeout: Duration,
-    /// What happens when the sidecar cannot answer.
+    /// Behaviour when the sidecar does not respond.
     pub failure_mode: FailureMode,
     /// Request headers that carry the caller's identity, tried in order; lower case.
     pub identity_headers: Vec<String>,
@@ -42,7 +42,7 @@ pub struct Config {
     pub default_max_output_tokens: u64,
     /// Fewest output tokens per choice worth sending a request for when the budget is short.
     pub min_output_tokens: u64,
-    /// How long a reservation holds without a settle.
+    /// Lifetime of a reservation that receives no settle.
     pub lease_timeout: Duration,
     /// Root-context timer that sends queued settles and resets severed streams.
     pub tick_period: Duration,
@@ -211,6 +211,49 @@ pub fn parse(bytes: &[u8]) -> Result<Config, String> {
     let sidecar_timeout = parse_duration("sidecarTimeout", &raw.sidecar_timeout)?;
     let lease_timeout = parse_duration("leaseTimeout", &raw.lease_timeout)?;
     let tick_period = parse_duration("tickPeriod", &raw.tick_period)?;
+    check(&raw, sidecar_timeout, lease_timeout, tick_period)?;
+
+    let scopes = parse_scopes(&raw.scopes)?;
+    let loop_breaker = raw
+        .loop_breaker
+        .as_ref()
+        .map(parse_loop_breaker)
+        .transpose()?;
+    Ok(Config {
+        scopes,
+        loop_breaker,
+        sidecar_cluster: raw.sidecar_cluster,
+        sidecar_authority: raw.sidecar_authority,
+        sidecar_timeout,
+        failure_mode: raw.failure_mode,
+        identity_headers: raw
+            .identity_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+        identity_query_parameters: raw.identity_query_parameters,
+        hash_identity: raw.hash_identity,
+        default_budget: raw.default_budget,
+        max_request_body_bytes: raw.max_request_body_bytes,
+        max_response_body_bytes: raw.max_response_body_bytes,
+        default_max_output_tokens: raw.default_max_output_tokens,
+        min_output_tokens: raw.min_output_tokens,
+        lease_timeout,
+        tick_period,
+        image_tokens: raw.image_tokens,
+        allow_unmetered_paths: raw.allow_unmetered_paths,
+        estimate_margin_percent: raw.estimate_margin_percent,
+        azure_deployments: raw.azure_deployments,
+    })
+}
+
+/// Checks the values of `raw` that serde cannot, naming the field and the fix.
+fn check(
+    raw: &RawConfig,
+    sidecar_timeout: Duration,
+    lease_timeout: Duration,
+    tick_period: Duration,
+) -> Result<(), String> {
     if raw.sidecar_cluster.is_empty() {
         return Err("sidecarCluster is empty: set it to the Envoy cluster of the sidecar".into());
     }
@@ -225,10 +268,18 @@ pub fn parse(bytes: &[u8]) -> Result<Config, String> {
     if tick_period.is_zero() || tick_period > Duration::from_secs(1) {
         return Err("tickPeriod must be between 1ms and 1s, such as \"50ms\"".into());
     }
-    if raw.identity_headers.is_empty() && raw.default_budget.is_none() {
+    let no_identity = raw.identity_headers.is_empty() && raw.identity_query_parameters.is_empty();
+    if no_identity && raw.default_budget.is_none() {
         return Err(
-            "identityHeaders is empty and defaultBudget is unset: name at least one".into(),
+            "identityHeaders, identityQueryParameters and defaultBudget are all unset: set one"
+                .into(),
         );
+    }
+    if raw.estimate_margin_percent > 1000 {
+        return Err(format!(
+            "estimateMarginPercent is {}: set a percent from 0 to 1000, such as 25",
+            raw.estimate_margin_percent
+        ));
     }
     if raw.default_max_output_tokens == 0 {
         return Err(
@@ -264,38 +315,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, String> {
             "identityHeaders or identityQueryParameters has an empty name: remove it".into(),
         );
     }
-    let scopes = parse_scopes(&raw.scopes)?;
-    let loop_breaker = raw
-        .loop_breaker
-        .as_ref()
-        .map(parse_loop_breaker)
-        .transpose()?;
-    Ok(Config {
-        scopes,
-        loop_breaker,
-        sidecar_cluster: raw.sidecar_cluster,
-        sidecar_authority: raw.sidecar_authority,
-        sidecar_timeout,
-        failure_mode: raw.failure_mode,
-        identity_headers: raw
-            .identity_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
-        identity_query_parameters: raw.identity_query_parameters,
-        hash_identity: raw.hash_identity,
-        default_budget: raw.default_budget,
-        max_request_body_bytes: raw.max_request_body_bytes,
-        max_response_body_bytes: raw.max_response_body_bytes,
-        default_max_output_tokens: raw.default_max_output_tokens,
-        min_output_tokens: raw.min_output_tokens,
-        lease_timeout,
-        tick_period,
-        image_tokens: raw.image_tokens,
-        allow_unmetered_paths: raw.allow_unmetered_paths,
-        estimate_margin_percent: raw.estimate_margin_percent,
-        azure_deployments: raw.azure_deployments,
-    })
+    Ok(())
 }
 
 /// Parses a duration such as `"50ms"`, `"2s"` or `"15m"`.
@@ -368,6 +388,18 @@ mod tests {
     fn empty_identity_header_is_rejected() {
         let error = parse(br#"{"identityHeaders": [""]}"#).unwrap_err();
         assert!(error.contains("empty name"), "{error}");
+    }
+
+    #[test]
+    fn query_identity_alone_is_enough() {
+        let config = parse(br#"{"identityHeaders": [], "identityQueryParameters": ["key"]}"#);
+        assert!(config.is_ok(), "{config:?}");
+    }
+
+    #[test]
+    fn huge_estimate_margin_is_rejected() {
+        let error = parse(br#"{"estimateMarginPercent": 5000}"#).unwrap_err();
+        assert!(error.starts_with("estimateMarginPercent"), "{error}");
     }
 
     #[test]

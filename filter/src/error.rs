@@ -1,4 +1,4 @@
-//! Errors the filter answers itself, in OpenAI's error format.
+//! Errors the filter returns itself as local replies, rendered per provider by `api`.
 
 use spendfuse_protocol::NANO_USD_PER_USD;
 
@@ -47,7 +47,7 @@ pub enum FilterError {
         max_repeats: u64,
         window_ms: u64,
     },
-    /// The sidecar did not answer in time or answered with an error.
+    /// The sidecar did not respond in time or returned an error.
     SidecarUnavailable { detail: String },
     /// The stream used up what was reserved for it.
     AllowanceSpent { budget: String, output_tokens: u64 },

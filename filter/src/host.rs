@@ -58,7 +58,7 @@ pub fn send_error(status: u32, body: &str) {
     }
 }
 
-/// Sends a JSON POST to the sidecar; the answer arrives in `on_http_call_response`.
+/// Sends a JSON POST to the sidecar. Its response arrives in `on_http_call_response`.
 pub fn post_json(
     cluster: &str,
     authority: &str,
@@ -75,7 +75,8 @@ pub fn post_json(
     hostcalls::dispatch_http_call(cluster, headers, Some(body), Vec::new(), timeout)
 }
 
-/// Returns the status of the callout answer being handled; `None` when it timed out or failed.
+/// Returns the status of the callout response being handled, or `None` when the call timed
+/// out or failed.
 pub fn call_status() -> Option<u32> {
     header(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok())
 }

@@ -46,7 +46,7 @@ enum Phase {
     },
     /// Forwarded under a reservation.
     Forwarded(Box<Forwarded>),
-    /// Answered by the filter itself.
+    /// Rejected with a local reply from the filter.
     Answered,
 }
 

@@ -25,9 +25,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a settle by its usage source (a charge of the amount held counts as metered), and the meter's drift from provider usage: the
-    /// absolute difference between the visible output the provider reported (completion
-    /// minus hidden reasoning tokens) and what the meter counted.
+    /// Counts a settle by its usage source; a charge of the amount held counts as metered.
+    /// Also counts the meter's drift: the absolute difference between the visible output the
+    /// provider reported (completion minus hidden reasoning tokens) and the meter's count.
     pub fn record_settle(&self, forwarded: &Forwarded) {
         let (usage, source) = forwarded.usage();
         match source {

@@ -139,7 +139,7 @@ fn log_outcome(outcome: Outcome) {
                 "settle of {id} failed too often and was dropped; its lease releases the hold"
             )
         }
-        Outcome::UnknownToken => log::warn!("answer to an unknown settle call ignored"),
+        Outcome::UnknownToken => log::warn!("response to an unknown settle call ignored"),
     }
 }
 

@@ -81,7 +81,7 @@ impl Forwarded {
         }
     }
 
-    /// Usage that asks the sidecar to charge the amount held; the counts are for logs only.
+    /// Returns usage that makes the sidecar charge the amount held. Its counts are for logs only.
     fn reserved_usage(&self) -> (Usage, UsageSource) {
         (
             Usage::text(self.request.prompt_tokens, self.allowance()),
@@ -96,7 +96,7 @@ impl Forwarded {
     /// filter's estimate, and the output is the larger of the partial report and the meter.
     pub fn usage(&self) -> (Usage, UsageSource) {
         match &self.response {
-            // A non-streamed answer is generated and billed whole even when the client leaves
+            // A non-streamed response is generated and billed whole even when the client leaves
             // before it arrives. A stream with no response yet has spent its prompt.
             Response::Waiting if !self.request.stream => self.reserved_usage(),
             Response::Waiting => partial(None, self.request.prompt_tokens, 0),
@@ -111,8 +111,8 @@ impl Forwarded {
             },
             Response::Json(copy) => {
                 if copy.overflow || !self.complete {
-                    // The provider generates a whole non-streamed answer even when the client
-                    // leaves, and bills it, so an unread answer is charged at its reservation.
+                    // The provider generates a whole non-streamed response even when the client
+                    // leaves, and bills it, so an unread response is charged at its reservation.
                     return self.reserved_usage();
                 }
                 let mut tracker = UsageTracker::new(self.request.api, self.request.encoding);

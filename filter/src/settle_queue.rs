@@ -29,7 +29,7 @@ impl PendingSettle {
     }
 }
 
-/// What happened to a settle whose answer came back.
+/// Result of a settle call whose response came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The sidecar took it.

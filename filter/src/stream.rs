@@ -6,7 +6,7 @@ use crate::tokens::Encoding;
 use crate::usage::UsageTracker;
 use spendfuse_protocol::Usage;
 
-/// What the caller does after handing on a chunk's output.
+/// Next step for the caller after it hands on a chunk's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Keep streaming.

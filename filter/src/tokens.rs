@@ -162,9 +162,9 @@ pub fn content_tokens(encoding: Encoding, content: &Value, image_tokens: u64) ->
     }
 }
 
-/// Counts one part: text parts by their text; images (OpenAI `image_url` and `input_image`,
-/// Anthropic `image`, Gemini `inlineData` and `fileData`) as `image_tokens`; nested tool
-/// results by their content; anything else as its JSON text.
+/// Counts one content part. A text part counts its text, and a nested tool result its content.
+/// An image (OpenAI `image_url` and `input_image`, Anthropic `image`, Gemini `inlineData` and
+/// `fileData`) counts `image_tokens`. Anything else counts its JSON text.
 fn part_tokens(encoding: Encoding, part: &Value, image_tokens: u64) -> u64 {
     if let Some(text) = part.get("text").and_then(Value::as_str) {
         return encoding.count(text);

@@ -25,7 +25,7 @@ pub const NANO_USD_PER_USD: u64 = 1_000_000_000;
 /// Pico-dollars in one nano-dollar: a token count times a price gives pico-dollars.
 pub const PICO_PER_NANO: u64 = 1_000;
 
-/// Largest amount that Lua in Redis holds exactly (2^53 - 1 nano-dollars).
+/// Largest amount that a Lua number in Redis represents exactly (2^53 - 1 nano-dollars).
 pub const MAX_NANO_USD: u64 = (1 << 53) - 1;
 
 /// Path of the reserve call on the sidecar.
@@ -83,7 +83,7 @@ pub struct LoopCheck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ReserveResponse {
-    /// The budget holds the cost; the request may go to the provider.
+    /// The budget reserved the cost, so the request may go to the provider.
     Granted(Grant),
     /// The budget cannot pay even for the prompt and `min_output_tokens`.
     Denied(Denial),
@@ -123,7 +123,7 @@ pub struct Grant {
     pub shadow_budget: Option<String>,
 }
 
-/// Why a budget refused a hold.
+/// Reason a budget rejected a reserve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Denial {
     /// Budget scope that ran out; the request's `budget` when no scope has a budget.
@@ -150,7 +150,7 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// Where the token counts of a settle come from.
+/// Source of the token counts of a settle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageSource {
@@ -206,7 +206,7 @@ impl Usage {
     }
 }
 
-/// How a request ended.
+/// Way a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ending {
@@ -216,10 +216,10 @@ pub enum Ending {
     Severed,
     /// The client went away before the response ended.
     ClientDisconnected,
-    /// The provider answered with an error status; `usage` is what it had used, often zero.
+    /// The provider returned an error status. `usage` is what it had used, often zero.
     UpstreamError,
-    /// The request never reached the provider; the whole hold goes back, and a reservation
-    /// that does not exist yet is cancelled so that its reserve, still in flight, fails.
+    /// The request never reached the provider, so the whole hold goes back. A reservation that
+    /// does not exist yet is cancelled, so that its reserve, still in flight, fails.
     NotSent,
 }
 
@@ -237,9 +237,9 @@ pub struct SettleRequest {
     pub model: String,
     /// Tokens to charge.
     pub usage: Usage,
-    /// Where `usage` comes from.
+    /// Source of `usage`.
     pub source: UsageSource,
-    /// How the request ended.
+    /// Way the request ended.
     pub ending: Ending,
 }
 
@@ -258,7 +258,7 @@ pub struct SettleResponse {
     pub already_settled: bool,
 }
 
-/// Body of every non-200 answer from the sidecar.
+/// Body of every non-200 response from the sidecar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {
     /// What failed and what to do next.

@@ -307,9 +307,9 @@ async fn settle(
     }))
 }
 
-/// Prices a settle's usage. The inner `Err` says why the amount held is charged instead: the
-/// filter could not count the usage, or the model has no price (the pricing changed after the
-/// reserve).
+/// Prices a settle's usage. The inner `Err` gives the reason the amount held is charged
+/// instead: the filter could not count the usage, or the model has no price because the
+/// pricing changed after the reserve.
 fn settle_charge(
     state: &AppState,
     model: &str,

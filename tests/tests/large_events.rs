@@ -5,7 +5,7 @@
 mod common;
 
 use common::providers::{price_of, streamed_usage, Endpoint, STREAM_TIMEOUT};
-use common::{funded_key, settled_budget, start, TEN_USD_NANO};
+use common::{funded_key, held_nano, settled_budget, start, TEN_USD_NANO};
 use spendfuse_tests::{read_sse, BudgetState, SseRead, Stack};
 
 const MIB: usize = 1024 * 1024;
@@ -25,12 +25,7 @@ async fn large_terminal_event(stack: &Stack, terminal_bytes: usize) -> (u64, Sse
         .await
         .expect("answer");
     assert_eq!(response.status(), 200);
-    let hold = stack
-        .admin
-        .budget(&budget)
-        .await
-        .expect("budget")
-        .reserved_nano_usd;
+    let hold = held_nano(stack, &budget).await;
     assert!(hold > 0, "no hold while the stream is open");
     let read = tokio::time::timeout(STREAM_TIMEOUT, read_sse(response, None))
         .await

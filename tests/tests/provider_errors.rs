@@ -4,7 +4,7 @@
 mod common;
 
 use common::providers::{stream, with, Endpoint};
-use common::{funded_key, send, settled_budget, start, TEN_USD_NANO};
+use common::{funded_key, held_nano, send, settled_budget, start, TEN_USD_NANO};
 use serde_json::{json, Value};
 use spendfuse_tests::pricing::format_usd;
 use spendfuse_tests::tokens;
@@ -99,12 +99,7 @@ async fn anthropic_error_event_settles_what_was_used() {
         .await
         .expect("answer");
     assert_eq!(response.status(), 200);
-    let hold = stack
-        .admin
-        .budget(&budget)
-        .await
-        .expect("budget")
-        .reserved_nano_usd;
+    let hold = held_nano(&stack, &budget).await;
     let read = spendfuse_tests::read_sse(response, None).await;
     let last = read.last().expect("events");
     assert_eq!(
@@ -166,12 +161,7 @@ async fn forced_gzip_stream(endpoint: Endpoint) -> (u64, spendfuse_tests::Budget
         .await
         .expect("answer");
     assert_eq!(response.status(), 200);
-    let hold = stack
-        .admin
-        .budget(&budget)
-        .await
-        .expect("budget")
-        .reserved_nano_usd;
+    let hold = held_nano(&stack, &budget).await;
     response.bytes().await.expect("the whole body");
     (hold, settled_budget(&stack, &budget).await)
 }

@@ -7,7 +7,7 @@ mod common;
 use common::providers::{
     early_prompt_tokens, price_of, streamed_text, with, Endpoint, STREAM_TIMEOUT,
 };
-use common::{funded_key, settled_budget, start, TEN_USD_NANO};
+use common::{funded_key, held_nano, settled_budget, start, TEN_USD_NANO};
 use serde_json::{json, Value};
 use spendfuse_tests::tokens::Encoding;
 use spendfuse_tests::{read_sse, SseRead, Stack};
@@ -214,12 +214,7 @@ async fn leave_mid_stream(endpoint: Endpoint) {
         .await
         .expect("answer");
     assert_eq!(response.status(), 200);
-    let hold = stack
-        .admin
-        .budget(&budget)
-        .await
-        .expect("budget")
-        .reserved_nano_usd;
+    let hold = held_nano(&stack, &budget).await;
     let wanted = events_before_leaving(endpoint);
     let read = tokio::time::timeout(STREAM_TIMEOUT, read_sse(response, Some(wanted)))
         .await

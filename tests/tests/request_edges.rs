@@ -1,5 +1,5 @@
 //! End to end through Envoy: back-to-back requests, clients that leave before a non-streamed
-//! answer, methods other than POST, and limits the budget service cannot price.
+//! response, methods other than POST, and limits the budget service cannot price.
 
 mod common;
 
@@ -78,7 +78,7 @@ async fn unpriceable_limit_is_400_not_503() {
 #[tokio::test]
 async fn reserve_given_up_leaves_no_hold() {
     // A 1 ms sidecar timeout makes the filter give up on most reserves that the sidecar still
-    // completes; whatever the answer, no hold may stay behind.
+    // completes; whatever the response, no hold may stay behind.
     let stack = common::start_with_filter_config(json!({"sidecarTimeout": "1ms"})).await;
     let (key, budget) = funded_key(&stack, "given-up", TEN_USD_NANO).await;
     for _ in 0..5 {

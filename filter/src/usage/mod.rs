@@ -11,7 +11,7 @@ use crate::tokens::Encoding;
 use serde_json::Value;
 use spendfuse_protocol::Usage;
 
-/// What one streamed event carries.
+/// Output tokens and kind of one streamed event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventInfo {
     /// Output tokens in the event, counted with the model's tokenizer.
@@ -110,7 +110,7 @@ impl UsageTracker {
     }
 }
 
-/// What one event or body carried, before it is merged into the tracker.
+/// Content of one event or body, before it is merged into the tracker.
 #[derive(Debug, Clone, Copy, Default)]
 struct Read {
     info: EventInfo,

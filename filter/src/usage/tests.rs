@@ -262,7 +262,7 @@ fn responses_sequence_number_follows_last_event() {
         next.set(Some(number));
         String::new()
     });
-    // The third text delta (number 6) passes the allowance of 2 tokens; the error event that
+    // The third text delta (number 6) passes the allowance of 2 tokens. The error event that
     // replaces it takes its number, so the client sees no gap.
     assert_eq!(next.get(), Some(6));
 }

@@ -111,6 +111,12 @@ pub async fn send(request: reqwest::RequestBuilder) -> Answer {
     }
 }
 
+/// Returns what budget `name` holds in reservations now, in nano-dollars.
+pub async fn held_nano(stack: &Stack, name: &str) -> u64 {
+    let state = stack.admin.budget(name).await.expect("budget state");
+    state.reserved_nano_usd
+}
+
 /// Waits until budget `name` has no reservation left, and returns its state.
 pub async fn settled_budget(stack: &Stack, name: &str) -> BudgetState {
     stack
